@@ -37,12 +37,34 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// Names a mutant in a check `self.mutant(mutant!(Name))`; without the
+/// `mutants` feature the check is a constant `false` and compiles away.
+#[cfg(feature = "mutants")]
+macro_rules! mutant {
+    ($m:ident) => {
+        crate::Mutant::$m
+    };
+}
+#[cfg(not(feature = "mutants"))]
+macro_rules! mutant {
+    ($m:ident) => {
+        crate::types::NoMutant
+    };
+}
+
 mod config;
 mod engine;
 mod error;
 mod event;
+mod failure;
+mod flush;
 #[cfg(feature = "mutants")]
 mod mutant;
+mod order;
+mod outbox;
+mod query;
+mod stream;
+mod transfer;
 mod types;
 pub mod wire;
 
@@ -65,3 +87,6 @@ pub fn group_hash(name: &str) -> u64 {
     }
     h
 }
+
+#[cfg(test)]
+mod tests;

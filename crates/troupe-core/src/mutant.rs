@@ -32,14 +32,11 @@ pub enum Mutant {
     NeverExclude,
     /// Messages received for an older view are delivered in the current one.
     DeliverInWrongView,
-    /// The sequencer of a new view restarts positions below those of the
-    /// previous sequencer when the previous one's records were not all seen.
-    ReuseSequenceAfterFailover,
 }
 
 impl Mutant {
     /// All mutants.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::SkipFlush,
         Mutant::CutWithoutUnion,
         Mutant::IgnoreVectorClock,
@@ -53,7 +50,6 @@ impl Mutant {
         Mutant::DropHeldSends,
         Mutant::NeverExclude,
         Mutant::DeliverInWrongView,
-        Mutant::ReuseSequenceAfterFailover,
     ];
 
     /// The name used on the command line.
@@ -72,7 +68,6 @@ impl Mutant {
             Mutant::DropHeldSends => "drop-held-sends",
             Mutant::NeverExclude => "never-exclude",
             Mutant::DeliverInWrongView => "deliver-in-wrong-view",
-            Mutant::ReuseSequenceAfterFailover => "reuse-sequence-after-failover",
         }
     }
 

@@ -22,7 +22,7 @@ impl Time {
     }
 
     /// `self + d`, saturating at [`Time::MAX`].
-    pub fn add(self, d: Duration) -> Time {
+    pub fn plus(self, d: Duration) -> Time {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Time(self.0.saturating_add(nanos))
     }
@@ -35,7 +35,12 @@ impl Time {
 
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.0 / 1_000_000_000, (self.0 % 1_000_000_000) / 1_000)
+        write!(
+            f,
+            "{}.{:06}s",
+            self.0 / 1_000_000_000,
+            (self.0 % 1_000_000_000) / 1_000
+        )
     }
 }
 
@@ -57,7 +62,10 @@ impl MemberId {
 
     /// Stands for "whoever listens at this address": used as the destination
     /// of a join request sent to a contact whose id is not known yet.
-    pub const UNKNOWN: MemberId = MemberId { node: u64::MAX, incarnation: u64::MAX };
+    pub const UNKNOWN: MemberId = MemberId {
+        node: u64::MAX,
+        incarnation: u64::MAX,
+    };
 }
 
 impl fmt::Display for MemberId {
@@ -211,3 +219,8 @@ pub struct QueryId {
     /// The asker's counter.
     pub n: u64,
 }
+
+/// Stands for "no mutant" in builds without the `mutants` feature.
+#[cfg(not(feature = "mutants"))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoMutant;
