@@ -1,8 +1,62 @@
 //! # troupe: process groups with virtual synchrony, on tokio
 //!
-//! (Work in progress: the runtime lands here.)
+//! This crate runs the sans-IO engine of [`troupe_core`] over TCP: a full mesh
+//! of connections between the members, one task per member that drives its
+//! engine, and a small API on top.
+//!
+//! * [`Group`]: join a named group (or create it), [`GroupHandle::send`]
+//!   with an [`Ordering`] (waiting when the send window is full), receive
+//!   [`Event`]s (views, deliveries, state transfer, queries),
+//!   [`GroupHandle::query`] the members, [`GroupHandle::leave`].
+//! * [`Replicated`]: a [`StateMachine`] replicated on every member, with
+//!   commands in total order and state transfer to joiners.
+//! * [`GroupConfig`]: the same settings from a builder or a TOML file.
+//!
+//! Every member installs the same sequence of views, and a multicast reaches
+//! every surviving member of its view or none (see `GUARANTEES.md`). A
+//! member that the group excluded (it crashed, paused or was cut off) learns
+//! it from [`Event::Exited`] and may come back as a new incarnation with
+//! [`GroupHandle::rejoin`].
+//!
+//! ```no_run
+//! use troupe::{Event, Group, Ordering};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), troupe::Error> {
+//!     // The first member creates the group; the others join through it.
+//!     let mut a = Group::builder("chat").listen("127.0.0.1:7001").start().await?;
+//!     let b = Group::builder("chat").listen("127.0.0.1:7002").join(["127.0.0.1:7001"]).start().await?;
+//!     b.send(Ordering::Total, "hello").await?;
+//!     while let Some(ev) = a.recv().await {
+//!         if let Event::Deliver(d) = ev {
+//!             println!("{} says {}", d.sender, String::from_utf8_lossy(&d.payload));
+//!             break;
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Logs go through `tracing`; counters through the `metrics` facade (see the
+//! `metrics` module list in the README, or install any recorder).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod config;
+mod driver;
+mod error;
+mod group;
+mod metrics;
+mod replicated;
+mod transport;
+
+pub use config::{ConfigError, GroupConfig};
+pub use driver::QueryResult;
+pub use error::Error;
+pub use group::{Events, Group, GroupBuilder, GroupHandle, Sent};
+pub use replicated::{Replicated, StateMachine};
 pub use troupe_core as core;
+pub use troupe_core::{
+    Delivery, Event, ExitReason, MemberId, Ordering, QueryId, QueryQuorum, Stats, View, ViewId,
+};

@@ -1,0 +1,154 @@
+//! The runtime over real sockets on 127.0.0.1, several members in one process.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::timeout;
+use troupe::{Event, Group, GroupBuilder, Ordering, Replicated, StateMachine};
+
+/// Every test finishes well within this, or fails.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn member(name: &str) -> GroupBuilder {
+    Group::builder(name)
+        .listen("127.0.0.1:0")
+        .heartbeat_interval(Duration::from_millis(20))
+        .suspect_timeout(Duration::from_millis(500))
+        .flush_timeout(Duration::from_millis(500))
+        .join_timeout(Duration::from_secs(20))
+}
+
+/// Starts `n` members of group `name`, each joining through the first.
+async fn group_of(name: &str, n: usize) -> Vec<Group> {
+    let first = member(name).start().await.expect("first member starts");
+    let contact = first.local_addr().to_string();
+    let mut gs = vec![first];
+    for _ in 1..n {
+        gs.push(
+            member(name)
+                .join([contact.clone()])
+                .start()
+                .await
+                .expect("member joins"),
+        );
+    }
+    gs
+}
+
+/// Reads events of `g` until it has installed a view of `n` members.
+async fn until_view_of(g: &mut Group, n: usize) {
+    while g.view().map_or(0, |v| v.members.len()) < n {
+        let _ = timeout(Duration::from_millis(100), g.recv()).await;
+    }
+}
+
+/// Reads events of `g` until `count` deliveries; returns their payloads.
+async fn deliveries(g: &mut Group, count: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        match g.recv().await {
+            Some(Event::Deliver(d)) => out.push(d.payload.to_vec()),
+            Some(_) => {}
+            None => panic!("group shut down"),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_deliver_total_order_messages_in_one_order() {
+    timeout(TEST_TIMEOUT, async {
+        let mut gs = group_of("t-total", 3).await;
+        for g in gs.iter_mut() {
+            until_view_of(g, 3).await;
+        }
+        for (i, g) in gs.iter().enumerate() {
+            let h = g.handle();
+            tokio::spawn(async move {
+                for k in 0..50u32 {
+                    h.send(Ordering::Total, format!("{i}-{k}"))
+                        .await
+                        .expect("send");
+                }
+            });
+        }
+        let mut orders = Vec::new();
+        for g in gs.iter_mut() {
+            orders.push(deliveries(g, 150).await);
+        }
+        assert_eq!(orders[0], orders[1]);
+        assert_eq!(orders[0], orders[2]);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_the_connection_and_the_group_goes_on() {
+    timeout(TEST_TIMEOUT, async {
+        let mut gs = group_of("t-garbage", 2).await;
+        for g in gs.iter_mut() {
+            until_view_of(g, 2).await;
+        }
+        let addr = gs[0].local_addr();
+        // Bytes that are not a datagram.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[5, 0, 0, 0, 1, 2, 3, 4, 5]).await.unwrap();
+        // A length far over the limit.
+        let mut s2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s2.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        // An empty frame.
+        let mut s3 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s3.write_all(&[0, 0, 0, 0]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gs[1]
+            .send(Ordering::Safe, "still here")
+            .await
+            .expect("send");
+        assert_eq!(
+            deliveries(&mut gs[0], 1).await,
+            vec![b"still here".to_vec()]
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[derive(Default)]
+struct Counter(u64);
+
+impl StateMachine for Counter {
+    fn apply(&mut self, cmd: &[u8]) -> Vec<u8> {
+        self.0 += u64::from(cmd.first().copied().unwrap_or(0));
+        self.0.to_le_bytes().to_vec()
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, s: &[u8]) {
+        self.0 = s.try_into().map(u64::from_le_bytes).unwrap_or(0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_counter_answers_execute_and_a_joiner_gets_the_state() {
+    timeout(TEST_TIMEOUT, async {
+        let a = member("t-repl").start().await.unwrap();
+        let contact = a.local_addr().to_string();
+        let a = Replicated::new(a, Counter::default(), Ordering::Total).unwrap();
+        for _ in 0..10 {
+            a.execute([3u8]).await.unwrap();
+        }
+        assert_eq!(a.read(|c| c.0), 30);
+        let b = member("t-repl").join([contact]).start().await.unwrap();
+        let b = Replicated::new(b, Counter::default(), Ordering::Safe).unwrap();
+        let out = b.execute([1u8]).await.unwrap();
+        assert_eq!(out, 31u64.to_le_bytes().to_vec());
+        // a applies it too.
+        while a.read(|c| c.0) != 31 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
