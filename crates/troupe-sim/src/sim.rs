@@ -49,7 +49,8 @@ pub struct SimConfig {
     /// (liveness, M4 and V5, is judged on it).
     pub heal: Duration,
     /// The quiet period at the very end: nothing new is sent, so that every
-    /// message sent before it can be delivered by the end (V5).
+    /// message sent before it can be delivered by the end (V5). A run
+    /// shorter than three quiet periods is quiet for its last third.
     pub quiet: Duration,
     /// Time between two nodes' first starts (they join one by one).
     pub join_spacing: Duration,
@@ -156,9 +157,12 @@ impl SimConfig {
     }
 
     /// (healed_at, quiet_at, end) in nanoseconds.
+    ///
+    /// The chaos window is `[warmup, healed_at)`; it is empty when the run is
+    /// too short for one (then the run is all healing).
     fn timeline(&self) -> (u64, u64, u64) {
         let end = duration_ns(self.duration);
-        let quiet_at = end.saturating_sub(duration_ns(self.quiet));
+        let quiet_at = end.saturating_sub(duration_ns(self.quiet).min(end / 3));
         let healed_at = end
             .saturating_sub(duration_ns(self.heal))
             .max(duration_ns(self.warmup()))
@@ -871,10 +875,13 @@ impl<A: SimApp> Simulation<A> {
     fn on_timer(&mut self, i: usize, token: u64) {
         let now = self.now;
         let node = &mut self.nodes[i];
-        if token != node.timer_token || !node.running() || node.paused {
-            return; // stale, or frozen: a paused node fires its timers on resume
+        if token != node.timer_token || !node.running() {
+            return; // stale
         }
         node.timer = None;
+        if node.paused {
+            return; // frozen: `resume` calls `handle_timeout` and reschedules
+        }
         if node.last_fire_ns == now {
             node.same_instant_fires += 1;
         } else {
@@ -1572,5 +1579,88 @@ fn hash_record(h: &mut TraceHash, now: u64, member: MemberId, kind: &RecordKind)
             h.word(u64::from(*replies));
             h.word(u64::from(*departed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::rng_from;
+
+    #[test]
+    fn a_timer_fires_at_the_first_global_instant_its_local_time_is_reached() {
+        let mut rng = rng_from(1);
+        for _ in 0..2_000 {
+            let clock = Clock {
+                offset_ns: between(&mut rng, 0, SKEW_OFFSET_NS_MAX),
+                rate_ppm: between(&mut rng, SKEW_PPM.0, SKEW_PPM.1),
+            };
+            let g = between(&mut rng, 0, 100_000_000_000);
+            let deadline = Time(clock.local(g).as_nanos() + between(&mut rng, 0, 1_000_000_000));
+            let at = clock.global(deadline);
+            assert!(
+                clock.local(at) >= deadline,
+                "the timer is due when it fires"
+            );
+            assert!(
+                at == 0 || clock.local(at - 1) < deadline,
+                "and not a nanosecond later than needed"
+            );
+        }
+    }
+
+    #[test]
+    fn local_time_never_runs_backwards() {
+        let clock = Clock {
+            offset_ns: 12_345,
+            rate_ppm: 980_000,
+        };
+        let mut last = clock.local(0);
+        for g in (0..10_000_000u64).step_by(997) {
+            let t = clock.local(g);
+            assert!(t >= last);
+            last = t;
+        }
+        assert_eq!(Clock::EXACT.local(42), Time(42));
+        assert_eq!(Clock::EXACT.global(Time(42)), 42);
+    }
+
+    #[test]
+    fn addresses_name_their_node() {
+        for i in [0usize, 1, 7, 31] {
+            assert_eq!(addr_node(&node_addr(i), 32), Some(i));
+        }
+        assert_eq!(addr_node(&node_addr(32), 32), None);
+        assert_eq!(addr_node(b"short", 32), None);
+    }
+
+    #[test]
+    fn short_runs_keep_a_quiet_third_and_an_empty_chaos_window() {
+        let mut cfg = SimConfig::new(1);
+        cfg.duration = Duration::from_secs(3);
+        let (healed_at, quiet_at, end) = cfg.timeline();
+        assert_eq!(end, 3_000_000_000);
+        assert_eq!(quiet_at, 2_000_000_000);
+        assert!(healed_at <= quiet_at);
+        let cfg = SimConfig::new(1);
+        let (healed_at, quiet_at, end) = cfg.timeline();
+        assert_eq!(
+            (healed_at, quiet_at, end),
+            (20_000_000_000, 27_000_000_000, 30_000_000_000)
+        );
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let mut cfg = SimConfig::new(1);
+        cfg.nodes = 0;
+        assert!(cfg.validate().is_err());
+        let mut cfg = SimConfig::new(1);
+        cfg.workload.payload_min = 8;
+        assert!(cfg.validate().is_err());
+        let mut cfg = SimConfig::new(1);
+        cfg.engine.suspect_timeout = Duration::from_millis(1);
+        assert!(matches!(cfg.validate(), Err(SimError::Engine(_))));
+        assert!(SimConfig::default().validate().is_ok());
     }
 }
