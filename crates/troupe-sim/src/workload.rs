@@ -5,8 +5,7 @@
 //! message with an ordering drawn uniformly from the six. Payloads are mostly
 //! small (`payload_min..=payload_max` bytes) with an occasional large one
 //! that the engine must fragment; the first 24 bytes of every payload are its
-//! [`MsgKey`](crate::history::MsgKey), the rest filler from the run's
-//! generator.
+//! [`MsgKey`], the rest filler from the run's generator.
 
 use std::time::Duration;
 
