@@ -17,6 +17,13 @@ use troupe_core::{Config, Engine, Event, MemberId, Ordering, SendError, Time, Vi
 
 const PAYLOAD_BYTES: usize = 32;
 const MESSAGES: u64 = 2_000_000;
+/// Overridable for a quick run: `TROUPE_BENCH_MESSAGES=100000`.
+fn messages() -> u64 {
+    std::env::var("TROUPE_BENCH_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(MESSAGES)
+}
 
 fn config(node: u8) -> Config {
     let mut c = Config::new("bench", Bytes::copy_from_slice(&[node]));
@@ -39,11 +46,15 @@ fn pump(engines: &mut [Engine], now: Time) -> bool {
     moved
 }
 
-fn drain_events(e: &mut Engine) -> u64 {
+/// Drains events as an application would: counts deliveries, and answers a
+/// state request (with an empty state: the bench has none).
+fn drain_events(e: &mut Engine, now: Time) -> u64 {
     let mut n = 0;
     while let Some(ev) = e.poll_event() {
-        if let Event::Deliver(_) = ev {
-            n += 1;
+        match ev {
+            Event::Deliver(_) => n += 1,
+            Event::StateNeeded { view } => e.provide_state(now, view, Bytes::new()),
+            _ => {}
         }
     }
     n
@@ -73,9 +84,23 @@ fn group(members: u8) -> Vec<Engine> {
             }
             while pump(&mut engines, now) {}
             for e in engines.iter_mut() {
-                while e.poll_event().is_some() {}
+                drain_events(e, now);
             }
-            if engines[i].view().is_some_and(|v| v.members.len() == i + 1) {
+            let formed = engines[..=i]
+                .iter()
+                .all(|e| e.view().is_some_and(|v| v.members.len() == i + 1));
+            if formed {
+                // Let the state transfer finish too.
+                for _ in 0..20 {
+                    now = now.plus(Duration::from_millis(5));
+                    for e in engines.iter_mut() {
+                        e.handle_timeout(now);
+                    }
+                    while pump(&mut engines, now) {}
+                    for e in engines.iter_mut() {
+                        drain_events(e, now);
+                    }
+                }
                 break;
             }
         }
@@ -97,11 +122,15 @@ fn run(ordering: Ordering, members: u8) -> (f64, u64) {
     let mut sent = 0u64;
     let mut now = Time(1_000_000_000);
     let start = Instant::now();
-    while delivered < MESSAGES {
+    let target = messages();
+    let mut rounds = 0u64;
+    while delivered < target {
+        rounds += 1;
+        assert!(rounds < 100_000_000, "{ordering}: no progress (sent {sent}, delivered {delivered})");
         // A batch of sends, as an application would issue them between two
         // turns of the runtime's loop.
         for _ in 0..256 {
-            if sent == MESSAGES {
+            if sent == target {
                 break;
             }
             match engines[0].send(now, ordering, payload.clone()) {
@@ -116,10 +145,10 @@ fn run(ordering: Ordering, members: u8) -> (f64, u64) {
             e.handle_timeout(now);
         }
         while pump(&mut engines, now) {}
-        drain_events(&mut engines[0]);
-        delivered += drain_events(&mut engines[1]);
+        drain_events(&mut engines[0], now);
+        delivered += drain_events(&mut engines[1], now);
         for e in engines.iter_mut().skip(2) {
-            drain_events(e);
+            drain_events(e, now);
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -134,7 +163,8 @@ fn baseline() -> f64 {
     let start = Instant::now();
     let mut decoded = 0u64;
     let mut seq = 0u64;
-    while decoded < MESSAGES {
+    let target = messages();
+    while decoded < target {
         let mut buf = BytesMut::with_capacity(64 << 10);
         encode_header(&mut buf, 1, me, view);
         while buf.len() < (64 << 10) - 256 {

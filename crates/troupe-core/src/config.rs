@@ -84,19 +84,29 @@ impl Config {
             ));
         }
         if self.flush_timeout.is_zero() || self.nak_interval.is_zero() {
-            return Err(ConfigError::Invalid("flush_timeout and nak_interval must be positive"));
+            return Err(ConfigError::Invalid(
+                "flush_timeout and nak_interval must be positive",
+            ));
         }
         if self.join_retry_interval.is_zero() {
             return Err(ConfigError::Invalid("join_retry_interval is zero"));
         }
         if self.ack_batch == 0 || self.window_msgs_max < 2 {
-            return Err(ConfigError::Invalid("ack_batch must be positive and window_msgs_max at least 2"));
+            return Err(ConfigError::Invalid(
+                "ack_batch must be positive and window_msgs_max at least 2",
+            ));
         }
         if self.datagram_bytes_max < 2 * DATAGRAM_OVERHEAD_BYTES {
-            return Err(ConfigError::Invalid("datagram_bytes_max is too small (at least 512)"));
+            return Err(ConfigError::Invalid(
+                "datagram_bytes_max is too small (at least 512)",
+            ));
         }
-        if self.state_chunk_bytes == 0 || self.state_chunk_bytes + DATAGRAM_OVERHEAD_BYTES > self.datagram_bytes_max {
-            return Err(ConfigError::Invalid("state_chunk_bytes must fit in a datagram"));
+        if self.state_chunk_bytes == 0
+            || self.state_chunk_bytes + DATAGRAM_OVERHEAD_BYTES > self.datagram_bytes_max
+        {
+            return Err(ConfigError::Invalid(
+                "state_chunk_bytes must fit in a datagram",
+            ));
         }
         if self.message_bytes_max == 0 {
             return Err(ConfigError::Invalid("message_bytes_max is zero"));

@@ -232,6 +232,10 @@ pub struct Engine {
 
 /// Most ranges one retransmission request names.
 const NAK_RANGES_MAX: usize = 16;
+/// Longest run one ordering record may name: a sequencer orders at most what
+/// a sender's window holds, and a hostile record must not make a member
+/// reserve positions without bound.
+const ORDER_RUN_MAX: u32 = 1 << 16;
 /// Most messages retransmitted in answer to one request: bounds the work a
 /// request can cause.
 const RETRANSMIT_MAX: u64 = 1024;
@@ -970,18 +974,20 @@ impl Engine {
         let Some(addr) = self.addr_of(from) else {
             return;
         };
-        let mut budget = RETRANSMIT_MAX;
+        // Only what is held can be resent: ranges are clipped to the stream,
+        // and the work one request causes is bounded whatever it asks for.
+        let st = &src.streams[r];
         let mut frames = Vec::new();
         for &(lo, hi) in ranges {
+            let hi = hi.min(st.highest);
             let mut s = lo.max(1);
-            while s <= hi && budget > 0 {
-                if let Some(m) = src.streams[r].get(s) {
+            while s <= hi && (frames.len() as u64) < RETRANSMIT_MAX {
+                if let Some(m) = st.get(s) {
                     frames.push(Frame::Data {
                         origin,
                         seq: s,
                         body: m.body.clone(),
                     });
-                    budget -= 1;
                 }
                 s += 1;
             }
@@ -1359,8 +1365,11 @@ fn valid_body(body: &Body, ranks: usize) -> bool {
                     || frag.is_some_and(|f| f.index > 0)
                     || causal.len() == ranks)
         }
-        Body::Order { runs, .. } => runs
-            .iter()
-            .all(|r| (r.origin as usize) < ranks && r.count > 0),
+        Body::Order { runs, .. } => runs.iter().all(|r| {
+            (r.origin as usize) < ranks
+                && r.count > 0
+                && r.count <= ORDER_RUN_MAX
+                && r.seq.checked_add(u64::from(r.count)).is_some()
+        }),
     }
 }

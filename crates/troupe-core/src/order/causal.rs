@@ -76,11 +76,6 @@ impl Causal {
         out.extend(rest.into_iter().map(|(_, m)| m));
         out
     }
-
-    /// Messages waiting for their causal past.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 #[cfg(test)]
@@ -107,7 +102,6 @@ mod tests {
         assert!(c.push(vec![1, 1, 0], m(1, 1), false).is_empty());
         let out = c.push(vec![1, 0, 0], m(0, 1), false);
         assert_eq!(out.iter().map(|x| x.rank).collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(c.pending(), 0);
     }
 
     #[test]
