@@ -22,6 +22,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// An interactive member: each line on stdin is multicast.
     Node(node::NodeArgs),
+    /// One member process of `troupe demo` (started by the demo itself).
+    #[command(hide = true)]
+    DemoMember(demo::MemberArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Sim(args) => sim::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Node(args) => node::run(args),
+        Command::DemoMember(args) => demo::run_member(args),
     };
     match result {
         Ok(code) => code,
