@@ -63,6 +63,11 @@ pub struct GroupConfig {
     pub peer_queue_frames_max: usize,
     /// Most bytes queued for one peer; beyond it the oldest frames are dropped.
     pub peer_queue_bytes_max: usize,
+    /// The application keeps no replicated state: the runtime answers
+    /// `StateNeeded` itself with an empty snapshot (and does not pass
+    /// `StateNeeded` on). Otherwise the application must call
+    /// `provide_state` for every `StateNeeded`, or joiners are never admitted.
+    pub stateless: bool,
 }
 
 impl Default for GroupConfig {
@@ -84,6 +89,7 @@ impl Default for GroupConfig {
             message_bytes_max: None,
             peer_queue_frames_max: 4096,
             peer_queue_bytes_max: 16 << 20,
+            stateless: false,
         }
     }
 }

@@ -141,6 +141,8 @@ pub(crate) struct Driver {
     pub exited: Option<ExitReason>,
     /// Counters of earlier incarnations of this process.
     pub stats_base: Stats,
+    /// Answer state requests with an empty snapshot, without the application.
+    pub stateless: bool,
 }
 
 static SEED_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -451,6 +453,11 @@ impl Driver {
                 for w in self.view_waiters.drain(..) {
                     let _ = w.send(Ok(me));
                 }
+            }
+            Event::StateNeeded { view } if self.stateless => {
+                let now = self.now();
+                self.engine.provide_state(now, *view, Bytes::new());
+                return;
             }
             Event::QueryDone {
                 id,

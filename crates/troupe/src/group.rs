@@ -116,6 +116,15 @@ impl GroupBuilder {
         self
     }
 
+    /// The application keeps no replicated state: the runtime answers state
+    /// requests for joiners itself, with an empty snapshot. Without it, every
+    /// [`Event::StateNeeded`] must be answered with
+    /// [`GroupHandle::provide_state`], or joiners wait forever.
+    pub fn stateless(mut self) -> GroupBuilder {
+        self.cfg.stateless = true;
+        self
+    }
+
     /// Binds the listener, starts the driver, creates the group (no
     /// contacts) or joins it, and returns once the first view is installed.
     pub async fn start(self) -> Result<Group, Error> {
@@ -196,6 +205,7 @@ impl GroupBuilder {
             last_view_addrs: Vec::new(),
             exited: None,
             stats_base: Stats::default(),
+            stateless: cfg.stateless,
         };
         if contacts.is_empty() {
             info!(me = %me, addr = %advertised, group = %cfg.group, "creating the group");

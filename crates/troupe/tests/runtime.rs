@@ -18,14 +18,19 @@ fn member(name: &str) -> GroupBuilder {
         .join_timeout(Duration::from_secs(20))
 }
 
-/// Starts `n` members of group `name`, each joining through the first.
+/// Starts `n` stateless members of group `name`, each joining through the first.
 async fn group_of(name: &str, n: usize) -> Vec<Group> {
-    let first = member(name).start().await.expect("first member starts");
+    let first = member(name)
+        .stateless()
+        .start()
+        .await
+        .expect("first member starts");
     let contact = first.local_addr().to_string();
     let mut gs = vec![first];
     for _ in 1..n {
         gs.push(
             member(name)
+                .stateless()
                 .join([contact.clone()])
                 .start()
                 .await
