@@ -197,6 +197,7 @@ impl Driver {
         let mut metrics_tick = tokio::time::interval(METRICS_INTERVAL);
         metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut timer_not_before = Instant::now();
+        metrics::describe();
         loop {
             self.drain();
             let deadline = self.engine.poll_timeout().and_then(|t| self.instant_of(t));

@@ -24,10 +24,68 @@
 //! | `troupe_events_queued` | gauge | | events not yet read by the application |
 
 use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::Once;
 
 use troupe_core::{Ordering, Stats};
 
 use crate::transport::TransportStats;
+
+/// Gives every metric its help text, once per process.
+pub(crate) fn describe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use metrics::{describe_counter, describe_gauge};
+        describe_counter!(
+            "troupe_messages_sent_total",
+            "Application messages sent, by ordering."
+        );
+        describe_counter!(
+            "troupe_messages_delivered_total",
+            "Application messages delivered, by ordering."
+        );
+        describe_counter!(
+            "troupe_retransmissions_total",
+            "Messages retransmitted in answer to a NAK."
+        );
+        describe_counter!("troupe_naks_sent_total", "Retransmission requests sent.");
+        describe_counter!("troupe_view_changes_total", "Views installed.");
+        describe_counter!(
+            "troupe_datagrams_sent_total",
+            "Datagrams built by the engine."
+        );
+        describe_counter!(
+            "troupe_decode_errors_total",
+            "Datagrams refused by the decoder."
+        );
+        describe_counter!(
+            "troupe_frames_dropped_total",
+            "Frames dropped because a peer queue was full."
+        );
+        describe_counter!(
+            "troupe_connections_refused_total",
+            "Inbound connections closed for bad input."
+        );
+        describe_gauge!(
+            "troupe_unstable_messages",
+            "Own messages not yet stable (the send window in use)."
+        );
+        describe_gauge!(
+            "troupe_unstable_bytes",
+            "Payload bytes of own messages not yet stable."
+        );
+        describe_gauge!("troupe_held_messages", "Messages held in all streams.");
+        describe_gauge!("troupe_pending_sends", "Sends held during a view change.");
+        describe_gauge!(
+            "troupe_stability_lag",
+            "Highest minus lowest stable sequence number over senders."
+        );
+        describe_gauge!("troupe_transport_queued_frames", "Frames queued for peers.");
+        describe_gauge!(
+            "troupe_events_queued",
+            "Events not yet read by the application."
+        );
+    });
+}
 
 /// Adds the counters of `s` to `base` (used when an engine is replaced by a
 /// new incarnation, so that the published counters never go backwards).
