@@ -77,12 +77,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     None => break,
                 }
             }
-            Ok::<_, troupe::Error>((name, transcript))
+            // Hand the member back: dropping it here would be a crash
+            // for the others, who may not have delivered everything yet.
+            Ok::<_, troupe::Error>((name, transcript, g))
         }));
     }
     let mut transcripts = Vec::new();
+    let mut members = Vec::new();
     for t in tasks {
-        transcripts.push(t.await??);
+        let (name, transcript, g) = t.await??;
+        transcripts.push((name, transcript));
+        members.push(g);
     }
     for (name, t) in &transcripts {
         println!("{name} saw:");
