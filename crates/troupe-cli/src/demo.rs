@@ -338,10 +338,19 @@ async fn member(args: MemberArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(async move {
             let mut rng = Rng((args.node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ me.incarnation) | 1);
             let mut counters: BTreeMap<MemberId, u64> = BTreeMap::new();
-            let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+            // Timers are coarse (about a millisecond): at high rates send a
+            // burst per tick rather than ask for sub-millisecond ticks.
+            let period = (Duration::from_secs(1) / rate).max(Duration::from_millis(2));
+            let burst = (f64::from(rate) * period.as_secs_f64()).ceil().max(1.0) as u32;
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut credit = 0u32;
             loop {
-                tick.tick().await;
+                if credit == 0 {
+                    tick.tick().await;
+                    credit = burst;
+                }
+                credit -= 1;
                 if *quiet_rx.borrow_and_update() {
                     return;
                 }
