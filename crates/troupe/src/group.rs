@@ -344,8 +344,9 @@ impl Events {
     }
 }
 
-/// Acts on a group member from any task; cheap to clone. The member shuts
-/// down when the [`Group`] (or its [`Events`]) and every handle are dropped.
+/// Acts on a group member from any task; cheap to clone. The member stops
+/// (abruptly, as if it crashed: call [`GroupHandle::leave`] first to go
+/// quietly) when the last handle, the [`Group`]'s included, is dropped.
 #[derive(Clone)]
 pub struct GroupHandle {
     cmd: mpsc::Sender<Command>,
