@@ -24,9 +24,9 @@ pub struct NodeArgs {
     /// This member's name; its node number is derived from it.
     #[arg(long)]
     name: String,
-    /// The address to listen on (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
+    /// The address to listen on (port 0: any free port) [default: 127.0.0.1:0, or the config file's].
+    #[arg(long)]
+    listen: Option<String>,
     /// Members to join through; without any, this member creates the group.
     #[arg(long, num_args = 1..)]
     join: Vec<String>,
@@ -36,9 +36,9 @@ pub struct NodeArgs {
     /// Print one JSON object per event instead of text.
     #[arg(long)]
     json: bool,
-    /// The group's name.
-    #[arg(long, default_value = "troupe")]
-    group: String,
+    /// The group's name [default: troupe, or the config file's].
+    #[arg(long)]
+    group: Option<String>,
     /// A TOML configuration file (see `troupe::GroupConfig`); the options above override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -130,8 +130,12 @@ async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => GroupConfig::from_toml_file(p)?,
         None => GroupConfig::default(),
     };
-    cfg.group = args.group.clone();
-    cfg.listen = args.listen.clone();
+    if let Some(g) = &args.group {
+        cfg.group = g.clone();
+    }
+    if let Some(l) = &args.listen {
+        cfg.listen = l.clone();
+    }
     if !args.join.is_empty() {
         cfg.join = args.join.clone();
     }
