@@ -170,6 +170,7 @@ impl GroupBuilder {
                 .saturating_add(FRAME_SLACK_BYTES),
             queue_frames_max: cfg.peer_queue_frames_max,
             queue_bytes_max: cfg.peer_queue_bytes_max,
+            group: troupe_core::group_hash(&cfg.group),
         };
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUED_MAX);
         let local_addr: Addr = Bytes::from(advertised.clone());

@@ -66,6 +66,8 @@ pub(crate) struct Limits {
     pub queue_frames_max: usize,
     /// Most bytes queued per peer.
     pub queue_bytes_max: usize,
+    /// The hash of the group's name, which every datagram's header must carry.
+    pub group: u64,
 }
 
 /// A handle on one inbound connection, carried with each of its frames.
@@ -287,13 +289,7 @@ async fn accept_loop(
             closed: AtomicBool::new(false),
         });
         debug!(conn = ctl.id, %peer, "inbound connection");
-        readers.spawn(read_frames(
-            stream,
-            ctl,
-            limits.frame_bytes_max,
-            tx.clone(),
-            stats.clone(),
-        ));
+        readers.spawn(read_frames(stream, ctl, limits, tx.clone(), stats.clone()));
     }
 }
 
@@ -305,16 +301,31 @@ enum ReadEnd {
     Oversized(usize),
     Empty,
     DriverGone,
+    /// The header does not decode.
+    Garbage(troupe_core::DecodeError),
+    /// The header names another group.
+    OtherGroup(u64),
+    /// The connection spoke for one node, then claimed to be another.
+    Impostor {
+        node: u64,
+        claimed: troupe_core::MemberId,
+    },
 }
 
 async fn read_frames(
     stream: TcpStream,
     ctl: Arc<ConnCtl>,
-    max: usize,
+    limits: Limits,
     tx: mpsc::Sender<Inbound>,
     stats: Arc<TransportStats>,
 ) {
-    let end = read_frames_inner(stream, &ctl, max, &tx).await;
+    let max = limits.frame_bytes_max;
+    let end = read_frames_inner(stream, &ctl, limits, &tx).await;
+    if !matches!(end, ReadEnd::Eof | ReadEnd::Io(_) | ReadEnd::DriverGone) {
+        stats
+            .refused_connections
+            .fetch_add(1, AtomicOrdering::Relaxed);
+    }
     match end {
         ReadEnd::Eof => {
             debug!(conn = ctl.id, peer = %ctl.peer, "inbound connection closed by peer")
@@ -324,22 +335,22 @@ async fn read_frames(
         }
         ReadEnd::DriverGone => {}
         ReadEnd::Closed => {
-            stats
-                .refused_connections
-                .fetch_add(1, AtomicOrdering::Relaxed);
             warn!(conn = ctl.id, peer = %ctl.peer, "inbound connection closed: it sent a datagram that does not decode");
         }
         ReadEnd::Oversized(n) => {
-            stats
-                .refused_connections
-                .fetch_add(1, AtomicOrdering::Relaxed);
             warn!(conn = ctl.id, peer = %ctl.peer, len = n, max, "inbound connection closed: frame over the size limit");
         }
         ReadEnd::Empty => {
-            stats
-                .refused_connections
-                .fetch_add(1, AtomicOrdering::Relaxed);
             warn!(conn = ctl.id, peer = %ctl.peer, "inbound connection closed: empty frame");
+        }
+        ReadEnd::Garbage(e) => {
+            warn!(conn = ctl.id, peer = %ctl.peer, error = %e, "inbound connection closed: not a troupe datagram");
+        }
+        ReadEnd::OtherGroup(g) => {
+            warn!(conn = ctl.id, peer = %ctl.peer, group_hash = g, "inbound connection closed: datagram of another group");
+        }
+        ReadEnd::Impostor { node, claimed } => {
+            warn!(conn = ctl.id, peer = %ctl.peer, node, %claimed, "inbound connection closed: it spoke for one member, then claimed to be another");
         }
     }
 }
@@ -347,10 +358,16 @@ async fn read_frames(
 async fn read_frames_inner(
     stream: TcpStream,
     ctl: &Arc<ConnCtl>,
-    max: usize,
+    limits: Limits,
     tx: &mpsc::Sender<Inbound>,
 ) -> ReadEnd {
+    let max = limits.frame_bytes_max;
     let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    // The node this connection speaks for, from its first datagram: a peer
+    // sends its own datagrams on its own connection, so a connection that
+    // changes node is lying about one of them. (A node that rejoins as a new
+    // incarnation keeps its node number and its connections.)
+    let mut pinned: Option<u64> = None;
     loop {
         if ctl.closed.load(AtomicOrdering::Relaxed) {
             return ReadEnd::Closed;
@@ -376,8 +393,27 @@ async fn read_frames_inner(
             r = rd.read_exact(&mut buf) => if let Err(e) = r { return ReadEnd::Io(e) },
             _ = ctl.close.notified() => return ReadEnd::Closed,
         }
+        let bytes = buf.freeze();
+        // Only the header is read here (the engine decodes the rest).
+        let (group, from) = match troupe_core::wire::DatagramReader::new(bytes.clone()) {
+            Ok(h) => (h.group(), h.from()),
+            Err(e) => return ReadEnd::Garbage(e),
+        };
+        if group != limits.group {
+            return ReadEnd::OtherGroup(group);
+        }
+        match pinned {
+            None => pinned = Some(from.node),
+            Some(node) if node != from.node => {
+                return ReadEnd::Impostor {
+                    node,
+                    claimed: from,
+                }
+            }
+            Some(_) => {}
+        }
         let item = Inbound {
-            bytes: buf.freeze(),
+            bytes,
             conn: Some(ctl.clone()),
         };
         tokio::select! {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 use troupe::{Event, Group, GroupBuilder, Ordering, Replicated, StateMachine};
 
@@ -89,7 +89,7 @@ async fn three_members_deliver_total_order_messages_in_one_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_and_oversized_frames_close_the_connection_and_the_group_goes_on() {
+async fn garbage_oversized_frames_and_impostors_are_closed_and_the_group_goes_on() {
     timeout(TEST_TIMEOUT, async {
         let mut gs = group_of("t-garbage", 2).await;
         for g in gs.iter_mut() {
@@ -105,7 +105,25 @@ async fn garbage_and_oversized_frames_close_the_connection_and_the_group_goes_on
         // An empty frame.
         let mut s3 = tokio::net::TcpStream::connect(addr).await.unwrap();
         s3.write_all(&[0, 0, 0, 0]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Well-formed headers, first for one node, then claiming another.
+        let mut s4 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let group = troupe::core::group_hash("t-garbage");
+        for node in [111, 222] {
+            let mut d = bytes::BytesMut::new();
+            let from = troupe::MemberId::new(node, 1);
+            troupe::core::wire::encode_header(&mut d, group, from, troupe::ViewId::default());
+            s4.write_all(&(d.len() as u32).to_le_bytes()).await.unwrap();
+            s4.write_all(&d).await.unwrap();
+        }
+        // Each of them is closed by the member.
+        for s in [&mut s, &mut s2, &mut s3, &mut s4] {
+            let mut buf = [0u8; 16];
+            let n = timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            assert!(
+                matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+                "connection not closed: {n:?}"
+            );
+        }
         gs[1]
             .send(Ordering::Safe, "still here")
             .await
