@@ -77,9 +77,13 @@ pub struct DemoArgs {
     /// (SIGSTOP one member until it is excluded, then SIGCONT it).
     #[arg(long, value_delimiter = ',', default_value = "kill,replace,pause")]
     faults: Vec<Fault>,
-    /// Where to keep the histories and logs (default: a new directory under the system's temp dir).
+    /// Where to keep the histories and logs (default: a new directory under
+    /// the system's temp dir, removed after a run that passes unless --keep).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the histories and logs of a run that passes.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// A fault the demo can inject.
@@ -1003,7 +1007,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let report = check_all(&history);
 
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         &f,
         &history,
         &report,
@@ -1014,13 +1018,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         quiet_ns,
         bad_lines,
     );
+    let pass = report.is_ok() && summary.digests_agree;
+    // A run that fails keeps its evidence; one that passes keeps it only if asked.
+    summary.dir_kept = !pass || args.keep || args.dir.is_some();
     if json {
         summary.print_text(&f, &history, &report, true);
         println!("{}", summary.json(&f, &report, n, args.seconds));
     } else {
         summary.print_text(&f, &history, &report, false);
     }
-    Ok(if report.is_ok() && summary.digests_agree {
+    if !summary.dir_kept {
+        drop(history);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(if pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -1065,6 +1076,8 @@ struct Summary {
     digests_agree: bool,
     digests: Vec<(String, Option<Final>)>,
     bad_lines: usize,
+    /// Whether the run's directory is kept after the report.
+    dir_kept: bool,
 }
 
 impl Summary {
@@ -1137,6 +1150,7 @@ impl Summary {
             digests_agree: all_reported && agreed.len() == 1,
             digests,
             bad_lines,
+            dir_kept: true,
         }
     }
 
@@ -1254,10 +1268,14 @@ impl Summary {
         } else {
             "FAIL"
         };
+        let where_ = if self.dir_kept {
+            format!("histories in {}", f.dir.display())
+        } else {
+            "histories removed (--keep keeps them)".to_string()
+        };
         out.push_str(&format!(
-            "\n{verdict}: {} violations; histories in {}\n",
-            report.total(),
-            f.dir.display()
+            "\n{verdict}: {} violations; {where_}\n",
+            report.total()
         ));
         if to_stderr {
             eprint!("{out}");
@@ -1292,7 +1310,7 @@ impl Summary {
             "join_ms": self.join_ms,
             "state_digest_agree": self.digests_agree,
             "records": report.records,
-            "dir": f.dir.display().to_string(),
+            "dir": self.dir_kept.then(|| f.dir.display().to_string()),
         })
     }
 }
