@@ -211,6 +211,9 @@ pub struct Engine {
     /// Members known to be excluded: never admitted again.
     pub(crate) excluded: BTreeSet<MemberId>,
     pub(crate) backoff_until: Time,
+    /// Addresses of every member seen lately (of this view, earlier views and
+    /// join requests), so that one left behind can still be told so.
+    pub(crate) directory: BTreeMap<MemberId, Addr>,
     /// Last answer to each lagging or excluded peer (rate limit).
     pub(crate) lag_replies: BTreeMap<MemberId, Time>,
     // Sends.
@@ -232,6 +235,8 @@ pub struct Engine {
 
 /// Most ranges one retransmission request names.
 const NAK_RANGES_MAX: usize = 16;
+/// Most addresses remembered beyond the current view's: bounds the directory.
+pub(crate) const DIRECTORY_MAX: usize = 4096;
 /// Longest run one ordering record may name: a sequencer orders at most what
 /// a sender's window holds, and a hostile record must not make a member
 /// reserve positions without bound.
@@ -270,6 +275,7 @@ impl Engine {
             excluded: BTreeSet::new(),
             backoff_until: now,
             lag_replies: BTreeMap::new(),
+            directory: BTreeMap::new(),
             held_sends: VecDeque::new(),
             useq: 0,
             providing: None,
@@ -558,10 +564,18 @@ impl Engine {
 
     /// Hands over the snapshot asked for by [`Event::StateNeeded`].
     pub fn provide_state(&mut self, now: Time, view: ViewId, snapshot: Bytes) {
-        if let Some(p) = &mut self.providing {
-            if p.view == view && p.snapshot.is_none() {
-                p.snapshot = Some(snapshot);
-            }
+        let Some(p) = &mut self.providing else { return };
+        if p.view != view || p.snapshot.is_some() {
+            return;
+        }
+        p.snapshot = Some(snapshot);
+        // Push the first chunks at once rather than wait for the joiners to ask.
+        let joiners: Vec<MemberId> = match &self.last_commit {
+            Some((_, prop)) if prop.next.id == view => prop.joiners.clone(),
+            _ => Vec::new(),
+        };
+        for j in joiners {
+            self.on_state_request(j, view, 0);
         }
         let _ = now;
     }
@@ -659,6 +673,14 @@ impl Engine {
             Status::Idle | Status::Exited => {}
         }
         self.after_input(now);
+        // Every timer that was due has been dealt with: a timer left in the
+        // past would make the driver spin.
+        debug_assert!(
+            self.poll_timeout().is_none_or(|t| t > now),
+            "{} left a timer due at {:?} after handling time {now}",
+            self.me,
+            self.poll_timeout()
+        );
     }
 
     /// Work done after every input: sequencer batches, acknowledgements,
@@ -956,7 +978,7 @@ impl Engine {
                 vs.unstable_bytes -= freed;
             }
         }
-        self.deliver_total(now, false);
+        self.deliver_total(now);
     }
 
     fn on_nak(&mut self, from: MemberId, view: ViewId, origin: u32, ranges: &[(u64, u64)]) {
@@ -1107,7 +1129,7 @@ impl Engine {
                 }
             }
         }
-        self.deliver_total(now, false);
+        self.deliver_total(now);
         if let Some(vs) = &mut self.vs {
             // Messages processed and stable can go.
             for r in 0..vs.streams.len() {
@@ -1233,17 +1255,32 @@ impl Engine {
         let _ = now;
     }
 
-    /// Delivers `Total` and `Safe` messages whose position has come. With
-    /// `end_of_view`, delivers everything held (the view's end is decided).
-    pub(crate) fn deliver_total(&mut self, now: Time, end_of_view: bool) {
+    /// Delivers `Total` and `Safe` messages whose position has come (a `Safe`
+    /// one only once it is stable). When the view's end is decided, what is
+    /// left goes through `Total::drain_all` in `flush::commit`.
+    pub(crate) fn deliver_total(&mut self, now: Time) {
         let safe_early = self.mutant(mutant!(SafeBeforeStable));
         loop {
             let Some(vs) = &mut self.vs else { return };
+            if vs.frozen && vs.limit.is_none() {
+                // After a promise nothing is delivered until the view's end
+                // is decided: a proposal accepted under an earlier ballot,
+                // with a smaller cut, may still be the one decided.
+                return;
+            }
             let Some(slot) = vs.total.front() else { break };
             let Some(m) = vs.total.front_held() else {
                 break;
             };
-            if m.ordering == Ordering::Safe && !end_of_view && !safe_early {
+            if let Some(cut) = &vs.limit {
+                // The view's end is decided: positions are agreed only where
+                // the record and the message are within the cut; the rest is
+                // for `Total::drain_all`.
+                if slot.record_seq > cut[0] || slot.seq > cut[slot.rank as usize] {
+                    break;
+                }
+            }
+            if m.ordering == Ordering::Safe && !safe_early {
                 // Uniform: the message and the record that ordered it must be
                 // held by every member before anyone delivers it.
                 let stable =
@@ -1305,6 +1342,9 @@ impl Engine {
             }
         }
         if let Some(a) = self.join_requests.get(&m) {
+            return Some(a.clone());
+        }
+        if let Some(a) = self.directory.get(&m) {
             return Some(a.clone());
         }
         if let Some((_, p)) = &self.last_commit {

@@ -213,7 +213,10 @@ impl Engine {
         }
         self.promised = ballot;
         if self.attempt.as_ref().is_some_and(|a| a.ballot < ballot) {
-            self.attempt = None; // a later attempt supersedes ours
+            // A later attempt supersedes ours: give it time to finish before
+            // we try again, or two coordinators outbid each other forever.
+            self.attempt = None;
+            self.backoff_until = now.plus(self.cfg.flush_timeout);
         }
         self.freeze();
         let vs = self.vs.as_ref().expect("member");
@@ -295,6 +298,66 @@ impl Engine {
             .plus(std::time::Duration::from_nanos(jitter));
     }
 
+    /// The members of the old view that go on into the next one, oldest
+    /// first, with their addresses, and those of them that still need state.
+    ///
+    /// Promisers go on unless they leave or are suspected. The next view must
+    /// hold a majority of the old view's members that do not leave (primary
+    /// continuity, M3), so if excluding every suspect would break that,
+    /// suspects that promised are kept: their promise shows they are alive.
+    /// If even that is not enough, there is no next view to propose.
+    fn choose_members(
+        &self,
+        old: &View,
+        a: &Attempt,
+        bypass_majority: bool,
+    ) -> Option<(Vec<MemberId>, Vec<Addr>, Vec<MemberId>)> {
+        let never_exclude = self.mutant(mutant!(NeverExclude));
+        let leaver = |m: &MemberId| {
+            self.leave_requests.contains(m) || a.promises.get(m).is_some_and(|p| p.leaving)
+        };
+        let staying = old.members.iter().filter(|m| !leaver(m)).count();
+        let needed = staying / 2 + 1;
+        let mut keep: Vec<bool> = old
+            .members
+            .iter()
+            .map(|m| {
+                a.promises.contains_key(m)
+                    && !leaver(m)
+                    && (never_exclude || !self.suspected.contains(m))
+            })
+            .collect();
+        let mut kept = keep.iter().filter(|k| **k).count();
+        for (r, m) in old.members.iter().enumerate() {
+            if kept >= needed {
+                break;
+            }
+            if !keep[r] && a.promises.contains_key(m) && !leaver(m) {
+                keep[r] = true;
+                kept += 1;
+            }
+        }
+        if kept < needed && staying > 0 && !bypass_majority {
+            return None;
+        }
+        let mut members = Vec::new();
+        let mut addrs = Vec::new();
+        // Members whose state transfer has not finished stay, and get a fresh
+        // snapshot at the new boundary (they have not shown the application
+        // the view they joined yet).
+        let mut joiners = Vec::new();
+        for (r, (m, addr)) in old.members.iter().zip(&old.addrs).enumerate() {
+            if keep[r] {
+                members.push(*m);
+                addrs.push(addr.clone());
+                if a.promises.get(m).is_some_and(|p| !p.ready) {
+                    joiners.push(*m);
+                }
+            }
+        }
+        Some((members, addrs, joiners))
+    }
+
     /// Phase 2: build (or adopt) the proposal and ask for acceptance.
     fn propose(&mut self, now: Time) {
         let bypass_majority = self.mutant(mutant!(CommitWithoutMajority));
@@ -314,21 +377,22 @@ impl Engine {
         let proposal = match adopted {
             Some(p) => p,
             None => {
-                let mut members = Vec::new();
-                let mut addrs = Vec::new();
-                for (m, addr) in old.members.iter().zip(&old.addrs) {
-                    let Some(p) = a.promises.get(m) else { continue };
-                    let keep = p.ready
-                        && !p.leaving
-                        && !self.leave_requests.contains(m)
-                        && (!self.suspected.contains(m) || self.mutant(mutant!(NeverExclude)));
-                    if keep {
-                        members.push(*m);
-                        addrs.push(addr.clone());
+                let Some((mut members, mut addrs, mut joiners)) =
+                    self.choose_members(&old, a, bypass_majority)
+                else {
+                    return;
+                };
+                let provider = members.iter().copied().find(|m| !joiners.contains(m));
+                if provider.is_none() {
+                    // Nobody with state survives: nobody can be admitted.
+                    let stateless: Vec<MemberId> = std::mem::take(&mut joiners);
+                    for j in stateless {
+                        if let Some(i) = members.iter().position(|m| *m == j) {
+                            members.remove(i);
+                            addrs.remove(i);
+                        }
                     }
                 }
-                let provider = members.first().copied();
-                let mut joiners = Vec::new();
                 if provider.is_some() {
                     for (j, addr) in &self.join_requests {
                         if !old.contains(*j)
@@ -617,15 +681,23 @@ impl Engine {
         debug_assert_eq!(vs.view.id, ended);
         vs.limit = Some(proposal.cut.clone());
         self.process_streams(now);
-        self.deliver_total(now, true);
         let vs = self.vs.as_mut().expect("member");
-        let causal = vs.causal.drain_all();
-        let total = vs.total.drain_all(local_order);
+        let causal = vs.causal.drain_all(&proposal.cut);
+        let total = vs.total.drain_all(&proposal.cut, local_order);
         for m in causal.into_iter().chain(total) {
             self.deliver(m);
         }
         self.last_commit = Some((ended, proposal.clone()));
-        if proposal.next.contains(self.me) {
+        if proposal.joiners.contains(&self.me) && self.receiving.is_some() {
+            // Our state transfer did not finish in the view that ends: start
+            // over from a snapshot at the new boundary. Nothing of the old
+            // view was shown to the application. (A proposal made while we
+            // still waited may name us as a joiner after the state arrived:
+            // then we simply install, below.)
+            self.held_events.clear();
+            self.receiving = None;
+            self.install_as_joiner(now, ended, proposal);
+        } else if proposal.next.contains(self.me) {
             let provider = proposal.provider == Some(self.me) && !proposal.joiners.is_empty();
             self.install(now, proposal.next, provider);
         } else if self.leaving {
@@ -642,9 +714,11 @@ impl Engine {
         };
         self.status = Status::Member;
         self.last_commit = Some((ended, proposal.clone()));
-        let view_id = proposal.next.id;
+        // Receiving first, so that the view itself is held back with the
+        // deliveries until the state is installed.
+        self.start_receiving(proposal.next.id, provider);
         self.install(now, proposal.next, false);
-        self.start_receiving(now, view_id, provider);
+        self.transfer_tick(now);
     }
 
     /// Installs a view: fresh streams and failure detection, held sends go out.
@@ -656,6 +730,12 @@ impl Engine {
                     self.excluded.insert(*m);
                 }
             }
+        }
+        if self.directory.len() + view.members.len() > crate::engine::DIRECTORY_MAX {
+            self.directory.clear();
+        }
+        for (m, a) in view.members.iter().zip(&view.addrs) {
+            self.directory.insert(*m, a.clone());
         }
         let vs = crate::engine::ViewState::new(view.clone(), me, now);
         self.prev = self.vs.replace(vs);
@@ -907,7 +987,14 @@ impl Engine {
             .extend(silent.into_iter().filter(|m| *m != self.me));
         if phase == Phase::Prepare && enough {
             self.propose(now);
-            return;
+            if self
+                .attempt
+                .as_ref()
+                .is_some_and(|a| a.phase == Phase::Accept)
+            {
+                return;
+            }
+            // No proposal could be made (no majority would go on): start over.
         }
         self.attempt = None;
         let jitter = rand::Rng::random_range(
@@ -964,10 +1051,8 @@ fn valid_proposal(p: &Proposal, old: &View) -> bool {
         && p.next.members.len() == p.next.addrs.len()
         && p.next.id > old.id
         && p.next.members.iter().all(|m| seen.insert(*m))
-        && p.joiners
-            .iter()
-            .all(|j| p.next.contains(*j) && !old.contains(*j))
+        && p.joiners.iter().all(|j| p.next.contains(*j))
         && p.provider
-            .is_none_or(|m| p.next.contains(m) && old.contains(m))
+            .is_none_or(|m| p.next.contains(m) && old.contains(m) && !p.joiners.contains(&m))
         && (p.joiners.is_empty() || p.provider.is_some())
 }

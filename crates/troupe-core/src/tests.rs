@@ -603,3 +603,33 @@ fn minority_side_of_a_partition_stops_and_majority_goes_on() {
         assert_eq!(net.procs[&n].exited, Some(ExitReason::Excluded));
     }
 }
+
+#[test]
+fn joiners_arriving_close_together_are_all_admitted_and_stay() {
+    let mut net = Net::new(18);
+    let cfg = |n: u64| {
+        let mut c = test_config(n);
+        c.heartbeat_interval = Duration::from_millis(50);
+        c.suspect_timeout = Duration::from_millis(500);
+        c.flush_timeout = Duration::from_millis(500);
+        c.datagram_bytes_max = 16 << 10;
+        c.state_chunk_bytes = 8 << 10;
+        c
+    };
+    net.jitter_us = 1000;
+    net.spawn(1, cfg(1)).create(Time::ZERO);
+    for i in 2..=5 {
+        net.run_for(Duration::from_millis(150));
+        let now = net.now;
+        net.spawn(i, cfg(i)).join(now, &[addr(1)]);
+    }
+    net.run_for(Duration::from_secs(4));
+    for n in 1..=5 {
+        assert_eq!(net.procs[&n].exited, None, "member {n} exited");
+        assert_eq!(
+            net.view_of(n).map(|v| v.members.len()),
+            Some(5),
+            "member {n}"
+        );
+    }
+}

@@ -67,15 +67,16 @@ impl Engine {
         }
     }
 
-    pub(crate) fn start_receiving(&mut self, now: Time, view: ViewId, provider: MemberId) {
+    /// Starts waiting for a snapshot; every event from now on is held back
+    /// until it is installed.
+    pub(crate) fn start_receiving(&mut self, view: ViewId, provider: MemberId) {
         self.receiving = Some(Receiving {
             view,
             provider,
             buf: BytesMut::new(),
             requested_upto: 0,
-            retry_at: now,
+            retry_at: Time::ZERO,
         });
-        self.transfer_tick(now);
     }
 
     pub(crate) fn on_state_request(&mut self, from: MemberId, view: ViewId, offset: u64) {
@@ -132,11 +133,17 @@ impl Engine {
         let have = r.buf.len() as u64;
         if have == total {
             let r = self.receiving.take().expect("receiving");
+            // The view the snapshot belongs to comes first, then the state,
+            // then everything that happened since.
+            let mut held = std::mem::take(&mut self.held_events);
+            if let Some(view) = held.pop_front() {
+                debug_assert!(matches!(&view, Event::View(v) if v.id == r.view));
+                self.events.push_back(view);
+            }
             self.events.push_back(Event::StateInstalled {
                 view: r.view,
                 snapshot: r.buf.freeze(),
             });
-            let held = std::mem::take(&mut self.held_events);
             self.events.extend(held);
             return;
         }

@@ -68,10 +68,11 @@ impl Causal {
     /// At the end of a view: the messages still waiting (their causal past is
     /// lost with a crashed sender), in an order consistent with causality and
     /// the same at every member: by the sum of the timestamp, then rank.
-    pub fn drain_all(&mut self) -> Vec<AppMsg> {
+    pub fn drain_all(&mut self, cut: &[u64]) -> Vec<AppMsg> {
         let mut out = Vec::new();
         self.drain(&mut out);
         let mut rest: Vec<_> = std::mem::take(&mut self.pending);
+        rest.retain(|(_, m)| cut.get(m.rank as usize).is_some_and(|c| m.seq <= *c));
         rest.sort_by_key(|(vt, m)| (vt.iter().sum::<u64>(), m.rank, m.seq));
         out.extend(rest.into_iter().map(|(_, m)| m));
         out
@@ -119,7 +120,7 @@ mod tests {
         // Both depend on a lost message of rank 0; the second also on the first.
         c.push(vec![1, 0, 1], m(2, 1), false);
         c.push(vec![1, 1, 1], m(1, 1), false);
-        let out = c.drain_all();
+        let out = c.drain_all(&[9, 9, 9]);
         assert_eq!(out.iter().map(|x| x.rank).collect::<Vec<_>>(), vec![2, 1]);
     }
 

@@ -131,15 +131,29 @@ impl Total {
     /// position order (positions whose message is not held are skipped: no
     /// survivor has it), then the unordered ones by (rank, seq), an order every
     /// survivor computes alike.
-    pub fn drain_all(&mut self, local_order: bool) -> Vec<AppMsg> {
+    pub fn drain_all(&mut self, cut: &[u64], local_order: bool) -> Vec<AppMsg> {
+        // Only messages within the cut are delivered in the view: a member
+        // that is not in the next view may hold more, which nobody else
+        // delivers.
+        let within = |m: &AppMsg| cut.get(m.rank as usize).is_some_and(|c| m.seq <= *c);
         let mut out = Vec::new();
         while let Some(s) = self.order.pop_front() {
             self.next_pos += 1;
+            // A position assigned by a record outside the cut is not agreed:
+            // its message, if within the cut, goes with the unordered ones.
+            if cut.first().is_none_or(|c| s.record_seq > *c) {
+                continue;
+            }
             if let Some(m) = self.ready.remove(&(s.rank, s.seq)) {
-                out.push(m);
+                if within(&m) {
+                    out.push(m);
+                }
             }
         }
-        let mut rest: Vec<AppMsg> = std::mem::take(&mut self.ready).into_values().collect();
+        let mut rest: Vec<AppMsg> = std::mem::take(&mut self.ready)
+            .into_values()
+            .filter(within)
+            .collect();
         if local_order {
             rest.sort_by_key(|m| m.arrival);
         }
@@ -255,7 +269,11 @@ mod tests {
         t.hold(m(2, 4));
         t.hold(m(1, 2));
         t.hold(m(0, 7));
-        let out: Vec<_> = t.drain_all(false).iter().map(|x| (x.rank, x.seq)).collect();
+        let out: Vec<_> = t
+            .drain_all(&[9, 9, 9, 9], false)
+            .iter()
+            .map(|x| (x.rank, x.seq))
+            .collect();
         assert_eq!(out, vec![(2, 4), (0, 7), (1, 2)]);
     }
 }
