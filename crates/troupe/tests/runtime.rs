@@ -175,3 +175,81 @@ async fn replicated_counter_answers_execute_and_a_joiner_gets_the_state() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_gathers_a_reply_from_every_member() {
+    timeout(TEST_TIMEOUT, async {
+        let mut gs = group_of("t-query", 3).await;
+        for g in gs.iter_mut() {
+            until_view_of(g, 3).await;
+        }
+        let mut handles = Vec::new();
+        for g in gs {
+            let (h, mut events) = g.split();
+            let responder = h.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    if let Event::Query { id, payload, .. } = ev {
+                        let answer = format!(
+                            "{} saw {}",
+                            responder.me(),
+                            String::from_utf8_lossy(&payload)
+                        );
+                        let _ = responder.reply(id, answer).await;
+                    }
+                }
+            });
+            handles.push(h);
+        }
+        let r = handles[0]
+            .query(Ordering::Total, troupe::QueryQuorum::All, "ping")
+            .await
+            .expect("query");
+        assert_eq!(r.replies.len(), 3, "replies: {:?}", r.replies);
+        assert!(r
+            .replies
+            .iter()
+            .all(|(m, b)| *b == format!("{m} saw ping").into_bytes()));
+        let r = handles[1]
+            .query(Ordering::Fifo, troupe::QueryQuorum::Majority, "pong")
+            .await
+            .expect("query");
+        assert!(r.replies.len() >= 2);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_send_window_makes_send_wait_instead_of_failing() {
+    timeout(TEST_TIMEOUT, async {
+        let a = member("t-window")
+            .stateless()
+            .window_msgs_max(2)
+            .start()
+            .await
+            .unwrap();
+        let contact = a.local_addr().to_string();
+        let mut b = member("t-window")
+            .stateless()
+            .join([contact])
+            .start()
+            .await
+            .unwrap();
+        let h = a.handle();
+        let sender = tokio::spawn(async move {
+            for k in 0..300u32 {
+                h.send(Ordering::Safe, k.to_le_bytes().to_vec())
+                    .await
+                    .expect("send waits, never fails");
+            }
+        });
+        let got = deliveries(&mut b, 300).await;
+        let expected: Vec<Vec<u8>> = (0..300u32).map(|k| k.to_le_bytes().to_vec()).collect();
+        assert_eq!(got, expected);
+        sender.await.unwrap();
+        drop(a);
+    })
+    .await
+    .expect("test timed out");
+}
