@@ -37,8 +37,17 @@
 //! }
 //! ```
 //!
-//! Logs go through `tracing`; counters through the `metrics` facade (see the
-//! `metrics` module list in the README, or install any recorder).
+//! Logs go through `tracing`. Counters and gauges go through the `metrics`
+//! facade once a second (install any recorder; `troupe node --metrics-addr`
+//! serves them to Prometheus): `troupe_messages_sent_total` and
+//! `troupe_messages_delivered_total` (label `ordering`),
+//! `troupe_retransmissions_total`, `troupe_naks_sent_total`,
+//! `troupe_view_changes_total`, `troupe_datagrams_sent_total`,
+//! `troupe_decode_errors_total`, `troupe_frames_dropped_total`,
+//! `troupe_connections_refused_total`, and the gauges
+//! `troupe_unstable_messages`, `troupe_unstable_bytes`,
+//! `troupe_held_messages`, `troupe_pending_sends`, `troupe_stability_lag`,
+//! `troupe_transport_queued_frames`, `troupe_events_queued`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
