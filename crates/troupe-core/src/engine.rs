@@ -126,6 +126,8 @@ pub(crate) struct ViewState {
     pub heartbeat_due: Time,
     /// Local arrival counter.
     pub arrivals: u64,
+    /// Set at the first promise: acknowledgements never exceed it.
+    pub ack_cap: Option<Vec<u64>>,
     /// Mutant support: messages delivered on arrival, skipped when processed.
     pub early: BTreeSet<(usize, u64)>,
 }
@@ -150,12 +152,23 @@ impl ViewState {
             ack_due: None,
             heartbeat_due: now,
             arrivals: 0,
+            ack_cap: None,
             early: BTreeSet::new(),
         }
     }
 
     pub fn contig(&self) -> Vec<u64> {
         self.streams.iter().map(|s| s.contig).collect()
+    }
+
+    /// What this member acknowledges of rank `r`: what it holds, capped at
+    /// what it reported when it first promised in this view.
+    fn acked(&self, r: usize) -> u64 {
+        let c = self.streams[r].contig;
+        match &self.ack_cap {
+            Some(cap) => c.min(cap[r]),
+            None => c,
+        }
     }
 
     /// The next sequence number this member sends.
@@ -1081,7 +1094,7 @@ impl Engine {
     /// Multicasts what this member holds (also its heartbeat).
     pub(crate) fn send_ack(&mut self, now: Time) {
         let Some(vs) = &mut self.vs else { return };
-        let contig = vs.contig();
+        let contig: Vec<u64> = (0..vs.streams.len()).map(|r| vs.acked(r)).collect();
         vs.acks[vs.me] = contig.clone();
         vs.ack_pending = 0;
         vs.ack_due = None;
@@ -1123,8 +1136,9 @@ impl Engine {
             // group of one needs nobody else's acknowledgement).
             let me = vs.me;
             for r in 0..vs.streams.len() {
-                if vs.acks[me][r] < vs.streams[r].contig {
-                    vs.acks[me][r] = vs.streams[r].contig;
+                let acked = vs.acked(r);
+                if vs.acks[me][r] < acked {
+                    vs.acks[me][r] = acked;
                     vs.recompute_stable_rank(r);
                 }
             }

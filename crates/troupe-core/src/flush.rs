@@ -164,6 +164,11 @@ impl Engine {
         let Some(vs) = &mut self.vs else { return };
         if !vs.frozen {
             vs.frozen = true;
+            // From the first promise on, acknowledgements report no more than
+            // it did: every cut that can be decided is at least what each of
+            // a majority promised, so a message stable under capped
+            // acknowledgements is within every possible cut (O4).
+            vs.ack_cap = Some(vs.contig());
             self.emit(Event::Blocked);
         }
     }
@@ -322,9 +327,9 @@ impl Engine {
             .members
             .iter()
             .map(|m| {
-                a.promises.contains_key(m)
-                    && !leaver(m)
-                    && (never_exclude || !self.suspected.contains(m))
+                !leaver(m)
+                    && (never_exclude
+                        || (a.promises.contains_key(m) && !self.suspected.contains(m)))
             })
             .collect();
         let mut kept = keep.iter().filter(|k| **k).count();
@@ -855,7 +860,12 @@ impl Engine {
         }
         let Some(vs) = &self.vs else { return };
         if theirs > vs.view.id && vs.view.contains(from) {
-            self.exit(ExitReason::Excluded);
+            let reason = if self.leaving {
+                ExitReason::Left
+            } else {
+                ExitReason::Excluded
+            };
+            self.exit(reason);
         }
     }
 
@@ -946,7 +956,9 @@ impl Engine {
         {
             return;
         }
-        self.suspected.extend(stale);
+        if !self.mutant(mutant!(NeverExclude)) {
+            self.suspected.extend(stale);
+        }
         if self.acting_coordinator() {
             if self.join_requests.len() < crate::wire::MEMBERS_MAX {
                 self.join_requests.insert(joiner, addr);

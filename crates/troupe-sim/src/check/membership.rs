@@ -128,10 +128,11 @@ pub(crate) fn m2_view_order(ix: &Index<'_>, sink: &mut Sink) {
 }
 
 /// Whether `x` left voluntarily at the step to the view whose first install
-/// is record `w_first_rec`: it asked to leave before that and it exited with
-/// `left = true`.
+/// is record `w_first_rec`: it asked to leave before that. (How it then
+/// learned that it was out, or whether it crashed meanwhile, does not change
+/// that it announced its departure, and the group may act on it.)
 fn left_voluntarily(mi: Option<&MemberInfo<'_>>, w_first_rec: usize) -> bool {
-    mi.is_some_and(|mi| mi.exited_left && mi.leave_requested.is_some_and(|r| r < w_first_rec))
+    mi.is_some_and(|mi| mi.leave_requested.is_some_and(|r| r < w_first_rec))
 }
 
 /// **M3 primary continuity**: the view history is one chain of majorities.
@@ -140,7 +141,7 @@ fn left_voluntarily(mi: Option<&MemberInfo<'_>>, w_first_rec: usize) -> bool {
 /// - Two distinct views never have the same predecessor (two primaries).
 /// - A view holds more than half of its predecessor's members, not counting
 ///   those that left voluntarily at this step (asked to leave before the view
-///   was installed, and exited with `left = true`).
+///   was installed).
 /// - At most one view starts a group (a view with no predecessor whose
 ///   members had installed no earlier view). A view with no predecessor some
 ///   of whose members had installed an earlier view (its only installers were
