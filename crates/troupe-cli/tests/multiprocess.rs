@@ -128,6 +128,30 @@ fn kill_minus_nine_of_a_member_in_mid_stream_is_survived_and_checked() {
 }
 
 #[test]
+fn kill_minus_nine_of_the_coordinator_and_sequencer_is_survived_and_checked() {
+    let (v, err) = demo(
+        &[
+            "--nodes",
+            "3",
+            "--seconds",
+            "8",
+            "--rate",
+            "100",
+            "--faults",
+            "kill",
+            "--kill-coordinator",
+        ],
+        Duration::from_secs(90),
+    );
+    assert_clean(&v, &err);
+    assert_eq!(v["killed"], 1);
+    assert!(
+        v["failover_ms"].as_f64().is_some(),
+        "the coordinator was never excluded\n{err}"
+    );
+}
+
+#[test]
 fn stopped_and_continued_member_notices_its_exclusion_and_rejoins() {
     let (v, err) = demo(
         &[
