@@ -27,6 +27,10 @@ pub enum Error {
     /// admit this member).
     #[error("not admitted to the group within {0:?}")]
     JoinTimeout(Duration),
+    /// The group did not install a view without this member in time (it may
+    /// be on the minority side, where no view can be installed).
+    #[error("the group did not let this member leave within {0:?}")]
+    LeaveTimeout(Duration),
     /// The engine refused a message.
     #[error(transparent)]
     Send(#[from] SendError),

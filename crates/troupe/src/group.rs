@@ -475,7 +475,7 @@ impl GroupHandle {
         .await;
         match r {
             Ok(r) => r,
-            Err(_) => Err(Error::JoinTimeout(self.join_timeout)),
+            Err(_) => Err(Error::LeaveTimeout(self.join_timeout)),
         }
     }
 
