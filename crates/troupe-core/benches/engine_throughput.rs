@@ -126,7 +126,10 @@ fn run(ordering: Ordering, members: u8) -> (f64, u64) {
     let mut rounds = 0u64;
     while delivered < target {
         rounds += 1;
-        assert!(rounds < 100_000_000, "{ordering}: no progress (sent {sent}, delivered {delivered})");
+        assert!(
+            rounds < 100_000_000,
+            "{ordering}: no progress (sent {sent}, delivered {delivered})"
+        );
         // A batch of sends, as an application would issue them between two
         // turns of the runtime's loop.
         for _ in 0..256 {

@@ -28,7 +28,10 @@ pub struct MemberIdRepr {
 
 impl From<MemberId> for MemberIdRepr {
     fn from(m: MemberId) -> Self {
-        MemberIdRepr { node: m.node, incarnation: m.incarnation }
+        MemberIdRepr {
+            node: m.node,
+            incarnation: m.incarnation,
+        }
     }
 }
 
@@ -49,7 +52,10 @@ pub struct ViewIdRepr {
 
 impl From<ViewId> for ViewIdRepr {
     fn from(v: ViewId) -> Self {
-        ViewIdRepr { epoch: v.epoch, coord: v.coord.into() }
+        ViewIdRepr {
+            epoch: v.epoch,
+            coord: v.coord.into(),
+        }
     }
 }
 
@@ -160,7 +166,11 @@ pub struct History {
 impl History {
     /// Appends a record.
     pub fn push(&mut self, time_ns: u64, member: MemberId, kind: RecordKind) {
-        self.records.push(Record { time_ns, member: member.into(), kind });
+        self.records.push(Record {
+            time_ns,
+            member: member.into(),
+            kind,
+        });
     }
 
     /// Parses the message key from a payload written by the workload.
@@ -169,7 +179,13 @@ impl History {
             let b: [u8; 8] = payload.get(i * 8..i * 8 + 8)?.try_into().ok()?;
             Some(u64::from_le_bytes(b))
         };
-        Some(MsgKey { sender: MemberIdRepr { node: field(0)?, incarnation: field(1)? }, n: field(2)? })
+        Some(MsgKey {
+            sender: MemberIdRepr {
+                node: field(0)?,
+                incarnation: field(1)?,
+            },
+            n: field(2)?,
+        })
     }
 
     /// Writes a message key into the first 24 bytes of a payload.
