@@ -540,7 +540,7 @@ impl Engine {
         vs.unstable_bytes += len;
         let inserted = vs.streams[me].insert(seq, Msg { body, len });
         debug_assert!(inserted, "own sequence number reused");
-        self.process_streams(now);
+        self.process_ranks(now, Some(me));
     }
 
     /// Multicasts a group query; [`Event::QueryDone`] follows.
@@ -864,7 +864,7 @@ impl Engine {
             vs.ack_pending = vs
                 .ack_pending
                 .saturating_add((st.contig - was_contig) as u32);
-            self.process_streams(now);
+            self.process_ranks(now, Some(r));
         } else if st.nak_due.is_none() {
             // A gap: ask for retransmission soon, unless reordering fills it first.
             st.nak_due = Some(now.plus(self.cfg.nak_interval / 2));
@@ -1109,44 +1109,48 @@ impl Engine {
 
     /// Hands every newly contiguous message to its ordering's delivery rule.
     pub(crate) fn process_streams(&mut self, now: Time) {
-        let Some(vs) = &mut self.vs else { return };
+        self.process_ranks(now, None);
+    }
+
+    /// Processes the newly contiguous messages of one rank (`Some(r)`: the
+    /// one that just advanced, the common case on the data path) or of all.
+    /// Ranks go in order, so the coordinator's stream (rank 0, with the
+    /// ordering records) comes first and positions are known when the
+    /// messages reach the total stage.
+    pub(crate) fn process_ranks(&mut self, now: Time, only: Option<usize>) {
+        let Some(vs) = &self.vs else { return };
         if vs.frozen && vs.limit.is_none() {
             return;
         }
-        let mut ready: Vec<(usize, u64)> = Vec::new();
-        for r in 0..vs.streams.len() {
+        let (lo, hi) = match only {
+            Some(r) => (r, r + 1),
+            None => (0, vs.streams.len()),
+        };
+        for r in lo..hi {
+            let vs = self.vs.as_mut().expect("member");
             let upto = match &vs.limit {
                 Some(cut) => vs.streams[r].contig.min(cut[r]),
                 None => vs.streams[r].contig,
             };
             let from = vs.streams[r].processed + 1;
-            for s in from..=upto {
-                ready.push((r, s));
-            }
             vs.streams[r].processed = vs.streams[r].processed.max(upto);
-        }
-        // Process the coordinator's stream (ordering records) before others so
-        // that positions are known when messages arrive at the total stage.
-        ready.sort_by_key(|(r, s)| (*r != 0, *r, *s));
-        for (r, s) in ready {
-            self.process_one(now, r, s);
-        }
-        if let Some(vs) = &mut self.vs {
+            for seq in from..=upto {
+                self.process_one(now, r, seq);
+            }
+            let Some(vs) = self.vs.as_mut() else { return };
             // What this member holds counts towards stability at once (a
             // group of one needs nobody else's acknowledgement).
             let me = vs.me;
-            for r in 0..vs.streams.len() {
-                let acked = vs.acked(r);
-                if vs.acks[me][r] < acked {
-                    vs.acks[me][r] = acked;
-                    vs.recompute_stable_rank(r);
-                }
+            let acked = vs.acked(r);
+            if vs.acks[me][r] < acked {
+                vs.acks[me][r] = acked;
+                vs.recompute_stable_rank(r);
             }
         }
         self.deliver_total(now);
         if let Some(vs) = &mut self.vs {
             // Messages processed and stable can go.
-            for r in 0..vs.streams.len() {
+            for r in lo..hi {
                 let upto = vs.stable[r].min(vs.streams[r].processed);
                 let freed = vs.streams[r].collect(upto);
                 if r == vs.me {
