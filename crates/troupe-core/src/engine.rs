@@ -471,10 +471,15 @@ impl Engine {
         self.out.multicast(&vs.view, vs.me, &frame);
         self.stats.sent[Ordering::Unreliable as usize] += 1;
         // Delivered to self at once: best effort still reaches the sender.
+        let view = vs.view.id;
+        self.deliver_unreliable(self.me, view, payload);
+    }
+
+    fn deliver_unreliable(&mut self, sender: MemberId, view: ViewId, payload: Bytes) {
         let d = Delivery {
-            sender: self.me,
+            sender,
             ordering: Ordering::Unreliable,
-            view: vs.view.id,
+            view,
             payload,
         };
         self.stats.delivered[Ordering::Unreliable as usize] += 1;
@@ -942,14 +947,8 @@ impl Engine {
             return;
         }
         vs.unreliable_seen[r] = useq;
-        let d = Delivery {
-            sender: from,
-            ordering: Ordering::Unreliable,
-            view: vs.view.id,
-            payload,
-        };
-        self.stats.delivered[Ordering::Unreliable as usize] += 1;
-        self.emit(Event::Deliver(d));
+        let view = vs.view.id;
+        self.deliver_unreliable(from, view, payload);
     }
 
     fn on_ack(&mut self, now: Time, from: MemberId, view: ViewId, contig: Vec<u64>) {

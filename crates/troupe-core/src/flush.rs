@@ -173,6 +173,18 @@ impl Engine {
         }
     }
 
+    /// Promises `ballot` if it is not below the one promised already;
+    /// otherwise tells its coordinator which ballot to beat.
+    fn take_ballot(&mut self, now: Time, from: MemberId, view: ViewId, ballot: Ballot) -> bool {
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send_flush(now, from, view, Frame::Reject { ballot, promised });
+            return false;
+        }
+        self.promised = ballot;
+        true
+    }
+
     /// Sends a frame of the view-change protocol, or handles it here if it is
     /// addressed to this member.
     fn send_flush(&mut self, now: Time, to: MemberId, view: ViewId, frame: Frame) {
@@ -204,19 +216,9 @@ impl Engine {
         if !vs.view.contains(from) || ballot.coord != from || ballot.round <= vs.view.id.epoch {
             return;
         }
-        if ballot < self.promised {
-            self.send_flush(
-                now,
-                from,
-                view,
-                Frame::Reject {
-                    ballot,
-                    promised: self.promised,
-                },
-            );
+        if !self.take_ballot(now, from, view, ballot) {
             return;
         }
-        self.promised = ballot;
         if self.attempt.as_ref().is_some_and(|a| a.ballot < ballot) {
             // A later attempt supersedes ours: give it time to finish before
             // we try again, or two coordinators outbid each other forever.
@@ -474,19 +476,9 @@ impl Engine {
         if !vs.view.contains(from) || ballot.coord != from || !valid_proposal(&proposal, &vs.view) {
             return;
         }
-        if ballot < self.promised {
-            self.send_flush(
-                now,
-                from,
-                view,
-                Frame::Reject {
-                    ballot,
-                    promised: self.promised,
-                },
-            );
+        if !self.take_ballot(now, from, view, ballot) {
             return;
         }
-        self.promised = ballot;
         self.freeze();
         let sources = self.fetch_sources(from, &proposal);
         self.fetch = Some(Fetch {
