@@ -691,14 +691,25 @@ impl Engine {
             Status::Idle | Status::Exited => {}
         }
         self.after_input(now);
+        if self.status == Status::Member {
+            self.report_suspicions(now);
+        }
         // Every timer that was due has been dealt with: a timer left in the
         // past would make the driver spin.
-        debug_assert!(
-            self.poll_timeout().is_none_or(|t| t > now),
-            "{} left a timer due at {:?} after handling time {now}",
-            self.me,
-            self.poll_timeout()
-        );
+        #[cfg(debug_assertions)]
+        {
+            let mut due = Vec::new();
+            self.for_each_timer(|name, at| {
+                if at <= now {
+                    due.push((name, at));
+                }
+            });
+            assert!(
+                due.is_empty(),
+                "{} left timers due after handling time {now}: {due:?}",
+                self.me
+            );
+        }
     }
 
     /// Work done after every input: sequencer batches, acknowledgements,
@@ -732,48 +743,54 @@ impl Engine {
     /// When [`Engine::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut t = Time::MAX;
+        self.for_each_timer(|_, at| t = t.min(at));
+        (t != Time::MAX).then_some(t)
+    }
+
+    /// Every armed timer, by name: `poll_timeout` takes the earliest, and the
+    /// invariant check in `handle_timeout` names any left in the past.
+    fn for_each_timer(&self, mut f: impl FnMut(&'static str, Time)) {
         match &self.status {
-            Status::Joining { retry_at, .. } => t = t.min(*retry_at),
+            Status::Joining { retry_at, .. } => f("join retry", *retry_at),
             Status::Member => {
                 if let Some(vs) = &self.vs {
-                    t = t.min(vs.heartbeat_due);
+                    f("heartbeat", vs.heartbeat_due);
                     if let Some(a) = vs.ack_due {
-                        t = t.min(a);
+                        f("ack", a);
                     }
                     for s in &vs.streams {
                         if let Some(n) = s.nak_due {
-                            t = t.min(n);
+                            f("nak", n);
                         }
                     }
                 }
                 // Failure detection: the earliest moment someone becomes suspect.
                 for (m, at) in &self.last_heard {
                     if !self.suspected.contains(m) {
-                        t = t.min(at.plus(self.cfg.suspect_timeout));
+                        f("suspicion", at.plus(self.cfg.suspect_timeout));
                     }
                 }
                 if self.leaving {
-                    t = t.min(self.leave_due);
+                    f("leave", self.leave_due);
                 }
                 if !self.suspected.is_empty() {
-                    t = t.min(self.suspect_report_due);
+                    f("suspect report", self.suspect_report_due);
                 }
                 if let Some(a) = &self.attempt {
-                    t = t.min(a.deadline);
+                    f("flush phase", a.deadline);
                 }
-                if let Some(f) = &self.fetch {
-                    t = t.min(f.retry_at);
+                if let Some(x) = &self.fetch {
+                    f("fetch", x.retry_at);
                 }
                 if let Some(r) = &self.receiving {
-                    t = t.min(r.retry_at);
+                    f("state request", r.retry_at);
                 }
                 for q in self.queries.values() {
-                    t = t.min(q.poll_at);
+                    f("query poll", q.poll_at);
                 }
             }
             Status::Idle | Status::Exited => {}
         }
-        (t != Time::MAX).then_some(t)
     }
 
     /// The next event for the application.

@@ -32,13 +32,18 @@ impl Engine {
         }
     }
 
-    /// Suspects the silent, and reports suspicions to the coordinator.
+    /// Suspects the silent.
     pub(crate) fn failure_tick(&mut self, now: Time) {
         for (m, t) in &self.last_heard {
             if now.since(*t) >= self.cfg.suspect_timeout {
                 self.suspected.insert(*m);
             }
         }
+    }
+
+    /// Reports suspicions to the coordinator, at most once a heartbeat. Runs
+    /// last in a tick, after everything that may add a suspicion.
+    pub(crate) fn report_suspicions(&mut self, now: Time) {
         if self.suspected.is_empty() || now < self.suspect_report_due {
             return;
         }
