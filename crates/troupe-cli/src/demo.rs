@@ -22,8 +22,9 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::procs::{signal, tell, unix_ns};
 use anyhow::{bail, Context};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -126,14 +127,6 @@ pub struct MemberArgs {
 
 // ---------------------------------------------------------------------------
 // Time shared by the processes of one run.
-
-/// Nanoseconds since the Unix epoch, from the system clock.
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// The run's clock in one process: the system clock read once against the
 /// shared origin, then a monotonic clock, so that a process's records never
@@ -257,13 +250,6 @@ impl Rng {
             _ => Ordering::Unreliable,
         }
     }
-}
-
-/// Prints a line for the parent (standard output is its channel).
-fn tell(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 /// Runs `troupe demo-member`.
@@ -590,14 +576,6 @@ impl Drop for Fleet {
             }
             let _ = p.child.start_kill();
         }
-    }
-}
-
-/// Sends `sig` to `pid`.
-fn signal(pid: u32, sig: nix::sys::signal::Signal) -> bool {
-    match i32::try_from(pid) {
-        Ok(p) if p > 0 => nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig).is_ok(),
-        _ => false,
     }
 }
 

@@ -2,8 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod node;
+mod procs;
 mod sim;
 
 /// Reliable process groups with virtual synchrony.
@@ -22,6 +24,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// An interactive member: each line on stdin is multicast.
     Node(node::NodeArgs),
+    /// Measure throughput and latency against a raw TCP baseline, on 127.0.0.1.
+    Bench(bench::BenchArgs),
+    /// One member process of `troupe bench` (started by the bench itself).
+    #[command(hide = true)]
+    BenchMember(bench::MemberArgs),
     /// One member process of `troupe demo` (started by the demo itself).
     #[command(hide = true)]
     DemoMember(demo::MemberArgs),
@@ -34,6 +41,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Node(args) => node::run(args),
         Command::DemoMember(args) => demo::run_member(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchMember(args) => bench::run_member(args),
     };
     match result {
         Ok(code) => code,

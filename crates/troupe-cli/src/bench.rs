@@ -1,0 +1,850 @@
+//! `troupe bench`: troupe's throughput and latency, against a raw TCP
+//! baseline measured in the same run.
+//!
+//! The parent starts the members as separate processes of this binary on
+//! 127.0.0.1 (`troupe bench-member`, hidden), waits until they form one view,
+//! tells them to go, and each member multicasts (all of them, or only the
+//! first) for the given seconds while it counts its deliveries and records
+//! the latency from send to delivery in an HDR histogram (the send time, from
+//! the system clock, travels in the first 8 bytes of the payload: the
+//! processes share one machine, hence one clock). Each member reports one
+//! `result` line with its figures and histogram; the parent merges them.
+//!
+//! The baseline (`troupe bench-member --role tcp`) runs the same members,
+//! sizes and senders over a full mesh of plain TCP connections with
+//! length-prefixed frames and batched writes, and measures a round trip of
+//! small frames between two idle members separately.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+use tokio::time::Instant;
+use troupe::{Event, Group, Ordering};
+
+use crate::procs::{exit_after, tell, unix_ns, Children};
+
+/// Most members a bench starts.
+const MEMBERS_MAX: usize = 16;
+/// Largest payload.
+const SIZE_MAX: usize = 4 << 20;
+/// Smallest payload: the 8-byte send time.
+const SIZE_MIN: usize = 8;
+/// How long forming the group (or the mesh) may take.
+const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time after the run's seconds for the members to report.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Margin a child adds to the run's length before it exits on its own.
+const CHILD_DEADLINE_MARGIN_SECS: u64 = 90;
+/// Round trips of the baseline's ping-pong.
+const RTT_ROUNDS: usize = 2000;
+/// Bytes of a ping-pong frame.
+const RTT_BYTES: usize = 64;
+/// Highest latency the histograms track, ns (a minute).
+const HIST_MAX_NS: u64 = 60_000_000_000;
+
+/// The orderings a bench can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOrdering {
+    /// Per-sender order.
+    Fifo,
+    /// Happened-before order.
+    Causal,
+    /// One order at all members.
+    Total,
+    /// Total, delivered once every member holds it.
+    Safe,
+}
+
+impl BenchOrdering {
+    fn ordering(self) -> Ordering {
+        match self {
+            BenchOrdering::Fifo => Ordering::Fifo,
+            BenchOrdering::Causal => Ordering::Causal,
+            BenchOrdering::Total => Ordering::Total,
+            BenchOrdering::Safe => Ordering::Safe,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BenchOrdering::Fifo => "fifo",
+            BenchOrdering::Causal => "causal",
+            BenchOrdering::Total => "total",
+            BenchOrdering::Safe => "safe",
+        }
+    }
+}
+
+/// Who multicasts during a bench.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Senders {
+    /// Every member.
+    All,
+    /// The first member only.
+    One,
+}
+
+impl Senders {
+    fn name(self) -> &'static str {
+        match self {
+            Senders::All => "all",
+            Senders::One => "one",
+        }
+    }
+
+    fn sends(self, index: usize) -> bool {
+        self == Senders::All || index == 0
+    }
+}
+
+/// Arguments of `troupe bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Member processes to start (2 to 16).
+    #[arg(long, default_value_t = 3)]
+    members: usize,
+    /// Bytes of each message (at least 8: the send time travels in it).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// The ordering of troupe's messages.
+    #[arg(long, value_enum, default_value_t = BenchOrdering::Total)]
+    ordering: BenchOrdering,
+    /// Who sends: every member, or the first one only.
+    #[arg(long, value_enum, default_value_t = Senders::All)]
+    senders: Senders,
+    /// Seconds of traffic, for troupe and again for the baseline.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Print one JSON object as the last line of output.
+    #[arg(long)]
+    json: bool,
+    /// Show the members' logs on standard error.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Which side of the comparison a member process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// A troupe member.
+    Troupe,
+    /// A member of the raw TCP baseline.
+    Tcp,
+}
+
+/// Arguments of the hidden `troupe bench-member` (one member process of a bench).
+#[derive(clap::Args)]
+pub struct MemberArgs {
+    /// Which side of the comparison.
+    #[arg(long, value_enum)]
+    role: Role,
+    /// This member's index, from 0.
+    #[arg(long)]
+    index: usize,
+    /// How many members the group has.
+    #[arg(long)]
+    members: usize,
+    /// Bytes of each message.
+    #[arg(long)]
+    size: usize,
+    /// The ordering (troupe only).
+    #[arg(long, value_enum, default_value_t = BenchOrdering::Total)]
+    ordering: BenchOrdering,
+    /// Who sends.
+    #[arg(long, value_enum)]
+    senders: Senders,
+    /// Seconds of traffic.
+    #[arg(long)]
+    seconds: u64,
+    /// Members to join through (troupe; none: create the group).
+    #[arg(long, num_args = 1..)]
+    join: Vec<String>,
+    /// Exit after this many seconds whatever happens.
+    #[arg(long, default_value_t = 300)]
+    deadline_secs: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Figures.
+
+fn new_hist() -> Histogram<u64> {
+    // 3 significant digits from 1 ns to a minute: the bounds are valid constants.
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).unwrap_or_else(|_| unreachable!())
+}
+
+fn record(h: &mut Histogram<u64>, ns: u64) {
+    h.saturating_record(ns.clamp(1, HIST_MAX_NS));
+}
+
+/// One member's figures over the measured window.
+struct MemberResult {
+    delivered: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+}
+
+impl MemberResult {
+    /// The `result` line a member prints: its counts and the histogram's
+    /// recorded values as `[value, count]` pairs.
+    fn to_line(&self) -> String {
+        let buckets: Vec<[u64; 2]> = self
+            .hist
+            .iter_recorded()
+            .map(|v| [v.value_iterated_to(), v.count_at_value()])
+            .collect();
+        format!(
+            "result {}",
+            json!({ "delivered": self.delivered, "secs": self.secs, "hist": buckets })
+        )
+    }
+
+    fn parse(text: &str) -> anyhow::Result<MemberResult> {
+        let v: serde_json::Value = serde_json::from_str(text).context("bad result line")?;
+        let delivered = v["delivered"]
+            .as_u64()
+            .context("result without delivered")?;
+        let secs = v["secs"].as_f64().context("result without secs")?;
+        let mut hist = new_hist();
+        if let Some(buckets) = v["hist"].as_array() {
+            for b in buckets {
+                let (Some(value), Some(count)) = (b[0].as_u64(), b[1].as_u64()) else {
+                    bail!("bad histogram bucket in a result");
+                };
+                hist.saturating_record_n(value.clamp(1, HIST_MAX_NS), count);
+            }
+        }
+        Ok(MemberResult {
+            delivered,
+            secs,
+            hist,
+        })
+    }
+}
+
+/// The figures of one side, over all members.
+struct SideFigures {
+    /// Mean over members of each member's deliveries per second.
+    msgs_per_sec: f64,
+    /// Each member's deliveries per second.
+    per_member: Vec<f64>,
+    hist: Histogram<u64>,
+}
+
+impl SideFigures {
+    fn of(results: &[MemberResult]) -> SideFigures {
+        let mut hist = new_hist();
+        let mut per_member = Vec::new();
+        for r in results {
+            per_member.push(r.delivered as f64 / r.secs.max(1e-3));
+            let _ = hist.add(&r.hist);
+        }
+        let msgs_per_sec = per_member.iter().sum::<f64>() / (per_member.len().max(1) as f64);
+        SideFigures {
+            msgs_per_sec,
+            per_member,
+            hist,
+        }
+    }
+
+    fn us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1e3
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent.
+
+/// Runs `troupe bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if !(2..=MEMBERS_MAX).contains(&args.members) {
+        bail!("--members must be between 2 and {MEMBERS_MAX}");
+    }
+    if !(SIZE_MIN..=SIZE_MAX).contains(&args.size) {
+        bail!("--size must be between {SIZE_MIN} and {SIZE_MAX} bytes");
+    }
+    if !(1..=3600).contains(&args.seconds) {
+        bail!("--seconds must be between 1 and 3600");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        tokio::select! {
+            r = bench(&args) => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping bench's future dropped its children: killed by pid.
+                eprintln!("troupe bench: interrupted; members killed");
+                Ok(ExitCode::from(130))
+            }
+        }
+    })
+}
+
+fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
+    let role = match role {
+        Role::Troupe => "troupe",
+        Role::Tcp => "tcp",
+    };
+    vec![
+        "bench-member".into(),
+        "--role".into(),
+        role.into(),
+        "--index".into(),
+        index.to_string(),
+        "--members".into(),
+        args.members.to_string(),
+        "--size".into(),
+        args.size.to_string(),
+        "--ordering".into(),
+        args.ordering.name().into(),
+        "--senders".into(),
+        args.senders.name().into(),
+        "--seconds".into(),
+        args.seconds.to_string(),
+        "--deadline-secs".into(),
+        (2 * args.seconds + CHILD_DEADLINE_MARGIN_SECS).to_string(),
+    ]
+}
+
+/// Waits for one line `word ...` from every child; returns the rest of each.
+async fn gather(kids: &mut Children, word: &str, timeout: Duration) -> anyhow::Result<Vec<String>> {
+    let until = Instant::now() + timeout;
+    let mut got: Vec<Option<String>> = vec![None; kids.len()];
+    while got.iter().any(Option::is_none) {
+        let (i, line) = kids.next_line(until, word).await?;
+        if let Some(rest) = line.strip_prefix(word) {
+            if let Some(slot) = got.get_mut(i) {
+                *slot = Some(rest.trim().to_string());
+            }
+        }
+    }
+    Ok(got.into_iter().flatten().collect())
+}
+
+/// Waits for one line `word ...` from child `i`.
+async fn expect(
+    kids: &mut Children,
+    i: usize,
+    word: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let until = Instant::now() + timeout;
+    loop {
+        let (j, line) = kids.next_line(until, word).await?;
+        if j == i {
+            if let Some(rest) = line.strip_prefix(word) {
+                return Ok(rest.trim().to_string());
+            }
+        }
+    }
+}
+
+fn parse_port(s: &str) -> anyhow::Result<u16> {
+    s.parse::<u16>()
+        .with_context(|| format!("bad port from a member: {s:?}"))
+}
+
+/// Runs the troupe side: its members' results.
+async fn troupe_side(args: &BenchArgs) -> anyhow::Result<Vec<MemberResult>> {
+    let mut kids = Children::new()?;
+    let first = kids.spawn(&member_args(args, Role::Troupe, 0), !args.verbose)?;
+    let port = parse_port(&expect(&mut kids, first, "port", FORM_TIMEOUT).await?)?;
+    for i in 1..args.members {
+        let mut a = member_args(args, Role::Troupe, i);
+        a.push("--join".into());
+        a.push(format!("127.0.0.1:{port}"));
+        kids.spawn(&a, !args.verbose)?;
+    }
+    gather(&mut kids, "ready", FORM_TIMEOUT).await?;
+    kids.tell_all("go").await;
+    let results = gather(
+        &mut kids,
+        "result",
+        Duration::from_secs(args.seconds) + REPORT_TIMEOUT,
+    )
+    .await?;
+    kids.finish(Duration::from_secs(3)).await;
+    results.iter().map(|r| MemberResult::parse(r)).collect()
+}
+
+/// Runs the baseline: its members' results and the ping-pong's round trips.
+async fn tcp_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, Histogram<u64>)> {
+    let mut kids = Children::new()?;
+    for i in 0..args.members {
+        kids.spawn(&member_args(args, Role::Tcp, i), !args.verbose)?;
+    }
+    let ports = gather(&mut kids, "port", FORM_TIMEOUT).await?;
+    for p in &ports {
+        parse_port(p)?;
+    }
+    kids.tell_all(&format!("peers {}", ports.join(" "))).await;
+    gather(&mut kids, "ready", FORM_TIMEOUT).await?;
+    // The round trip first, on idle members.
+    kids.tell(0, "rtt").await;
+    let rtt = expect(&mut kids, 0, "rtt", FORM_TIMEOUT).await?;
+    let rtt = MemberResult::parse(&rtt)?.hist;
+    kids.tell_all("go").await;
+    let results = gather(
+        &mut kids,
+        "result",
+        Duration::from_secs(args.seconds) + REPORT_TIMEOUT,
+    )
+    .await?;
+    kids.finish(Duration::from_secs(3)).await;
+    let results = results
+        .iter()
+        .map(|r| MemberResult::parse(r))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((results, rtt))
+}
+
+async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let say = |s: String| {
+        if !args.json {
+            eprintln!("{s}");
+        }
+    };
+    say(format!(
+        "troupe bench: {} members, {} B, {}, senders {}, {} s each side",
+        args.members,
+        args.size,
+        args.ordering.name(),
+        args.senders.name(),
+        args.seconds
+    ));
+    say("  running troupe ...".into());
+    let t = SideFigures::of(&troupe_side(args).await.context("troupe side")?);
+    say("  running the raw TCP baseline ...".into());
+    let (b, rtt) = tcp_side(args).await.context("baseline side")?;
+    let b = SideFigures::of(&b);
+    let mb = |m: f64| m * args.size as f64 / 1e6;
+    let ratio = if b.msgs_per_sec > 0.0 {
+        t.msgs_per_sec / b.msgs_per_sec
+    } else {
+        0.0
+    };
+    let rtt_p50_us = rtt.value_at_quantile(0.5) as f64 / 1e3;
+    let out = json!({
+        "ordering": args.ordering.name(),
+        "members": args.members,
+        "size": args.size,
+        "senders": args.senders.name(),
+        "seconds": args.seconds,
+        "msgs_per_sec": t.msgs_per_sec,
+        "mb_per_sec": mb(t.msgs_per_sec),
+        "per_member_msgs_per_sec": t.per_member,
+        "p50_us": t.us(0.5),
+        "p99_us": t.us(0.99),
+        "p999_us": t.us(0.999),
+        "baseline_msgs_per_sec": b.msgs_per_sec,
+        "baseline_mb_per_sec": mb(b.msgs_per_sec),
+        "baseline_per_member_msgs_per_sec": b.per_member,
+        "baseline_p50_us": b.us(0.5),
+        "baseline_p99_us": b.us(0.99),
+        "baseline_rtt_p50_us": rtt_p50_us,
+        "ratio": ratio,
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "\n{:<18} {:>14} {:>10} {:>10} {:>10} {:>10}",
+            "", "msgs/s/member", "MB/s", "p50 us", "p99 us", "p99.9 us"
+        );
+        println!(
+            "{:<18} {:>14.0} {:>10.1} {:>10.0} {:>10.0} {:>10.0}",
+            format!("troupe {}", args.ordering.name()),
+            t.msgs_per_sec,
+            mb(t.msgs_per_sec),
+            t.us(0.5),
+            t.us(0.99),
+            t.us(0.999)
+        );
+        println!(
+            "{:<18} {:>14.0} {:>10.1} {:>10.0} {:>10.0} {:>10.0}",
+            "raw TCP mesh",
+            b.msgs_per_sec,
+            mb(b.msgs_per_sec),
+            b.us(0.5),
+            b.us(0.99),
+            b.us(0.999)
+        );
+        println!("\nraw TCP round trip ({RTT_BYTES} B, idle) p50: {rtt_p50_us:.0} us");
+        println!("troupe / raw TCP deliveries per member: {ratio:.3}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------
+// The member processes.
+
+/// Runs `troupe bench-member`.
+pub fn run_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
+    if args.size < SIZE_MIN || args.size > SIZE_MAX || args.members < 2 {
+        bail!("bad bench member arguments");
+    }
+    exit_after(args.deadline_secs);
+    match args.role {
+        Role::Troupe => {
+            crate::node::init_logging("warn");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(troupe_member(args))
+        }
+        Role::Tcp => tcp_member(args),
+    }
+}
+
+/// A payload: the send time, then zeros.
+fn payload(size: usize) -> Vec<u8> {
+    let mut p = vec![0u8; size];
+    p[..8].copy_from_slice(&unix_ns().to_le_bytes());
+    p
+}
+
+fn sent_at(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
+async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
+    let mut b = Group::builder("troupe-bench")
+        .listen("127.0.0.1:0")
+        .node_id(args.index as u64 + 1)
+        // Generous: a loaded 2-core machine must not exclude anyone.
+        .suspect_timeout(Duration::from_secs(10))
+        .flush_timeout(Duration::from_secs(10))
+        .join_timeout(FORM_TIMEOUT)
+        .stateless();
+    if !args.join.is_empty() {
+        b = b.join(args.join.clone());
+    }
+    let group = b.start().await.context("cannot start the member")?;
+    let (handle, mut events) = group.split();
+    tell(&format!("port {}", handle.local_addr().port()));
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // Until every member is in the view, then until "go".
+    let mut ready = false;
+    let mut go = false;
+    if handle
+        .view()
+        .is_some_and(|v| v.members.len() >= args.members)
+    {
+        ready = true;
+        tell("ready");
+    }
+    while !go {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::View(v)) => {
+                    if !ready && v.members.len() >= args.members {
+                        ready = true;
+                        tell("ready");
+                    }
+                }
+                Some(Event::Exited(r)) => bail!("excluded before the run: {r:?}"),
+                Some(_) => {}
+                None => bail!("the group closed before the run"),
+            },
+            line = stdin.next_line() => match line {
+                Ok(Some(l)) if l.trim() == "go" => go = true,
+                Ok(Some(_)) => {}
+                _ => return Ok(ExitCode::SUCCESS),
+            },
+        }
+    }
+
+    let seconds = Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let end = start + seconds;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = if args.senders.sends(args.index) {
+        let handle = handle.clone();
+        let stop = stop.clone();
+        let ordering = args.ordering.ordering();
+        let size = args.size;
+        Some(tokio::spawn(async move {
+            while !stop.load(AtomicOrdering::Relaxed) && Instant::now() < end {
+                if let Err(e) = handle.send(ordering, payload(size)).await {
+                    tracing::warn!(error = %e, "send failed");
+                    return;
+                }
+            }
+        }))
+    } else {
+        None
+    };
+    let mut hist = new_hist();
+    let mut delivered = 0u64;
+    let deadline = tokio::time::sleep_until(end);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            ev = events.recv() => match ev {
+                Some(Event::Deliver(d)) => {
+                    let now = unix_ns();
+                    delivered += 1;
+                    if let Some(t) = sent_at(&d.payload) {
+                        record(&mut hist, now.saturating_sub(t));
+                    }
+                }
+                Some(Event::Exited(r)) => bail!("excluded during the run: {r:?}"),
+                Some(_) => {}
+                None => bail!("the group closed during the run"),
+            },
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, AtomicOrdering::Relaxed);
+    if let Some(s) = sender {
+        s.abort();
+    }
+    tell(
+        &MemberResult {
+            delivered,
+            secs,
+            hist,
+        }
+        .to_line(),
+    );
+    // Keep the group up (draining events) until the parent is done.
+    loop {
+        tokio::select! {
+            ev = events.recv() => if ev.is_none() { break },
+            line = stdin.next_line() => match line {
+                Ok(Some(_)) => {}
+                _ => break,
+            },
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------
+// The raw TCP baseline.
+
+/// First byte of a connection: what it carries.
+const CONN_DATA: u8 = 0;
+const CONN_PING: u8 = 1;
+/// Largest frame a baseline member accepts.
+const FRAME_MAX: usize = SIZE_MAX;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the receiving threads of a baseline member count.
+struct Rx {
+    /// When counting starts and stops (unix ns; 0: not yet).
+    window: Mutex<(u64, u64)>,
+    counts: Mutex<(u64, Histogram<u64>)>,
+}
+
+/// Reads length-prefixed frames from one peer until the connection ends.
+fn read_frames(stream: TcpStream, rx: Arc<Rx>) {
+    let mut r = BufReader::with_capacity(256 << 10, stream);
+    let mut buf = vec![0u8; 64];
+    let mut local = new_hist();
+    let mut n = 0u64;
+    loop {
+        let mut len = [0u8; 4];
+        if r.read_exact(&mut len).is_err() {
+            return;
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if !(SIZE_MIN..=FRAME_MAX).contains(&len) {
+            return;
+        }
+        buf.resize(len, 0);
+        if r.read_exact(&mut buf).is_err() {
+            return;
+        }
+        let now = unix_ns();
+        let (from, to) = *lock(&rx.window);
+        if from != 0 && now >= from && now <= to {
+            n += 1;
+            if let Some(t) = sent_at(&buf) {
+                record(&mut local, now.saturating_sub(t));
+            }
+            // Publish in batches: the lock is not on every frame.
+            if n >= 256 || r.buffer().is_empty() {
+                let mut c = lock(&rx.counts);
+                c.0 += n;
+                let _ = c.1.add(&local);
+                local.reset();
+                n = 0;
+            }
+        }
+    }
+}
+
+/// Echoes ping frames until the connection ends.
+fn echo(mut s: TcpStream) {
+    let mut buf = [0u8; RTT_BYTES];
+    while s.read_exact(&mut buf).is_ok() {
+        if s.write_all(&buf).is_err() {
+            return;
+        }
+    }
+}
+
+fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot listen on 127.0.0.1")?;
+    let port = listener.local_addr().context("no local address")?.port();
+    let rx = Arc::new(Rx {
+        window: Mutex::new((0, 0)),
+        counts: Mutex::new((0, new_hist())),
+    });
+    {
+        let rx = rx.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_nodelay(true);
+                let mut kind = [0u8; 1];
+                if s.read_exact(&mut kind).is_err() {
+                    continue;
+                }
+                let rx = rx.clone();
+                match kind[0] {
+                    CONN_DATA => std::thread::spawn(move || read_frames(s, rx)),
+                    CONN_PING => std::thread::spawn(move || echo(s)),
+                    _ => continue,
+                };
+            }
+        });
+    }
+    tell(&format!("port {port}"));
+
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut next = move || -> Option<String> { lines.next().and_then(Result::ok) };
+
+    // "peers p0 p1 ...": connect to every other member.
+    let ports: Vec<u16> = loop {
+        let Some(l) = next() else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        if let Some(rest) = l.strip_prefix("peers") {
+            break rest
+                .split_whitespace()
+                .map(|p| p.parse::<u16>().context("bad peer port"))
+                .collect::<anyhow::Result<_>>()?;
+        }
+    };
+    if ports.len() != args.members {
+        bail!("expected {} peer ports, got {}", args.members, ports.len());
+    }
+    let connect = |p: u16, kind: u8| -> anyhow::Result<TcpStream> {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).context("cannot connect to a peer")?;
+        s.set_nodelay(true)?;
+        s.write_all(&[kind])?;
+        Ok(s)
+    };
+    let mut outs: Vec<BufWriter<TcpStream>> = Vec::new();
+    for (j, p) in ports.iter().enumerate() {
+        if j != args.index {
+            outs.push(BufWriter::with_capacity(256 << 10, connect(*p, CONN_DATA)?));
+        }
+    }
+    let mut ping = if args.index == 0 {
+        Some(connect(ports[1], CONN_PING)?)
+    } else {
+        None
+    };
+    tell("ready");
+
+    loop {
+        let Some(l) = next() else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        match l.trim() {
+            "rtt" => {
+                let mut hist = new_hist();
+                let mut buf = [0u8; RTT_BYTES];
+                if let Some(s) = &mut ping {
+                    for _ in 0..RTT_ROUNDS {
+                        let t = std::time::Instant::now();
+                        s.write_all(&buf)?;
+                        s.read_exact(&mut buf)?;
+                        record(
+                            &mut hist,
+                            u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                        );
+                    }
+                }
+                let r = MemberResult {
+                    delivered: RTT_ROUNDS as u64,
+                    secs: 1.0,
+                    hist,
+                };
+                tell(&r.to_line().replacen("result", "rtt", 1));
+            }
+            "go" => break,
+            _ => {}
+        }
+    }
+
+    let seconds = Duration::from_secs(args.seconds);
+    let from = unix_ns();
+    let start = std::time::Instant::now();
+    *lock(&rx.window) = (
+        from,
+        from.saturating_add(u64::try_from(seconds.as_nanos()).unwrap_or(u64::MAX)),
+    );
+    // Own messages count as delivered to oneself, as a multicast's are (the
+    // latency histogram holds only the frames that crossed a connection).
+    let mut own = 0u64;
+    if args.senders.sends(args.index) {
+        let len = u32::try_from(args.size)
+            .context("size too large")?
+            .to_le_bytes();
+        let mut frame = vec![0u8; 4 + args.size];
+        frame[..4].copy_from_slice(&len);
+        let mut failed = false;
+        while start.elapsed() < seconds && !failed {
+            let t = unix_ns();
+            frame[4..12].copy_from_slice(&t.to_le_bytes());
+            for o in &mut outs {
+                if o.write_all(&frame).is_err() {
+                    failed = true;
+                }
+            }
+            own += 1;
+        }
+        for o in &mut outs {
+            let _ = o.flush();
+        }
+    }
+    let rest = seconds.saturating_sub(start.elapsed());
+    std::thread::sleep(rest);
+    let secs = start.elapsed().as_secs_f64();
+    let (n, hist) = {
+        let c = lock(&rx.counts);
+        (c.0, c.1.clone())
+    };
+    tell(
+        &MemberResult {
+            delivered: n + own,
+            secs,
+            hist,
+        }
+        .to_line(),
+    );
+    // Stay until the parent is done (the peers may still be reading).
+    while next().is_some() {}
+    Ok(ExitCode::SUCCESS)
+}
