@@ -677,6 +677,9 @@ impl Fleet {
             ("member", [node, inc]) => {
                 let m = MemberId::new(*node, *inc);
                 let before = self.procs[i].members.last().copied();
+                if before == Some(m) {
+                    return; // the same incarnation announced again
+                }
                 self.procs[i].members.push(m);
                 let incs = self.incarnations.entry(*node).or_default();
                 if !incs.contains(inc) {

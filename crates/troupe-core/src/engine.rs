@@ -661,7 +661,14 @@ impl Engine {
             Frame::Accept { ballot, proposal } => self.on_accept(now, from, view, ballot, proposal),
             Frame::Accepted { ballot } => self.on_accepted(now, from, view, ballot),
             Frame::Commit { proposal } => self.on_commit(now, from, view, proposal),
-            Frame::NotMember { view: theirs } => self.on_not_member(now, from, theirs),
+            Frame::NotMember {
+                view: theirs,
+                member,
+            } => {
+                if member == self.me {
+                    self.on_not_member(now, from, theirs)
+                }
+            }
             Frame::StateRequest { view: v, offset } => self.on_state_request(from, v, offset),
             Frame::StateChunk {
                 view: v,

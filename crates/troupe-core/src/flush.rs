@@ -828,8 +828,11 @@ impl Engine {
         };
         if !vs.view.contains(from) {
             let mine = vs.view.id;
-            self.out
-                .unicast(from, addr, their_view, &Frame::NotMember { view: mine });
+            let frame = Frame::NotMember {
+                view: mine,
+                member: from,
+            };
+            self.out.unicast(from, addr, their_view, &frame);
             return;
         }
         if let Some((ended, p)) = &self.last_commit {
@@ -910,7 +913,10 @@ impl Engine {
                 joiner,
                 addr,
                 ViewId::default(),
-                &Frame::NotMember { view: mine },
+                &Frame::NotMember {
+                    view: mine,
+                    member: joiner,
+                },
             );
             return;
         }

@@ -633,3 +633,37 @@ fn joiners_arriving_close_together_are_all_admitted_and_stay() {
         );
     }
 }
+
+#[test]
+fn not_member_for_an_old_incarnation_at_the_same_address_is_ignored() {
+    // A restarted process listens where its old incarnation did, so a
+    // NotMember meant for the old one reaches the new one (found by the
+    // demo's pause-and-rejoin); only the member it names may act on it.
+    use crate::wire::{Datagram, Frame};
+    let mut e = Engine::new(test_config(3), MemberId::new(3, 2), Time::ZERO, 3).unwrap();
+    e.join(Time::ZERO, &[addr(1)]);
+    let not_member = |member: MemberId| {
+        Datagram {
+            group: crate::group_hash("test"),
+            from: MemberId::new(1, 1),
+            view: crate::ViewId::default(),
+            frames: vec![Frame::NotMember {
+                view: crate::ViewId {
+                    epoch: 9,
+                    coord: MemberId::new(1, 1),
+                },
+                member,
+            }],
+        }
+        .encode()
+    };
+    e.handle_datagram(Time::ZERO, not_member(MemberId::new(3, 1)))
+        .unwrap();
+    assert!(
+        !e.has_exited(),
+        "excluded by a message for its old incarnation"
+    );
+    e.handle_datagram(Time::ZERO, not_member(MemberId::new(3, 2)))
+        .unwrap();
+    assert!(e.has_exited());
+}

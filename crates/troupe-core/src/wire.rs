@@ -30,7 +30,7 @@
 //! |  12 | `Accept`       | ballot, proposal                                          |
 //! |  13 | `Accepted`     | ballot                                                    |
 //! |  14 | `Commit`       | proposal                                                  |
-//! |  15 | `NotMember`    | view:view_id                                              |
+//! |  15 | `NotMember`    | view:view_id, member                                      |
 //! |  16 | `StateRequest` | view:view_id, offset                                      |
 //! |  17 | `StateChunk`   | view:view_id, offset, total_len, bytes:bytes              |
 //! |  18 | `QueryReply`   | query:query_id, payload:bytes                             |
@@ -268,6 +268,9 @@ pub enum Frame {
     NotMember {
         /// The sender's current view.
         view: ViewId,
+        /// The member it is for. A restarted process listens where its old
+        /// incarnation did, so the address alone does not say.
+        member: MemberId,
     },
     /// A joiner asks its provider for state bytes from `offset`.
     StateRequest {
@@ -627,9 +630,10 @@ pub fn encode_frame(buf: &mut BytesMut, frame: &Frame) {
             buf.put_u8(TAG_COMMIT);
             put_proposal(buf, proposal);
         }
-        Frame::NotMember { view } => {
+        Frame::NotMember { view, member } => {
             buf.put_u8(TAG_NOT_MEMBER);
             put_view_id(buf, *view);
+            put_member(buf, *member);
         }
         Frame::StateRequest { view, offset } => {
             buf.put_u8(TAG_STATE_REQUEST);
@@ -746,7 +750,8 @@ pub fn frame_len_max(frame: &Frame) -> usize {
         Frame::Reject { .. } => 2 * TRIPLE_LEN_MAX,
         Frame::Accept { proposal, .. } => TRIPLE_LEN_MAX.saturating_add(proposal_len_max(proposal)),
         Frame::Commit { proposal } => proposal_len_max(proposal),
-        Frame::NotMember { .. } | Frame::QueryPoll { .. } => TRIPLE_LEN_MAX,
+        Frame::NotMember { .. } => TRIPLE_LEN_MAX + MEMBER_LEN_MAX,
+        Frame::QueryPoll { .. } => TRIPLE_LEN_MAX,
         Frame::StateRequest { offset, .. } => TRIPLE_LEN_MAX + varint_len(*offset),
         Frame::StateChunk {
             offset,
@@ -1133,6 +1138,7 @@ impl Cursor {
             },
             TAG_NOT_MEMBER => Frame::NotMember {
                 view: self.view_id("view id")?,
+                member: self.member("excluded member")?,
             },
             TAG_STATE_REQUEST => Frame::StateRequest {
                 view: self.view_id("state view")?,
@@ -1368,7 +1374,10 @@ mod tests {
             Frame::Commit {
                 proposal: proposal(),
             },
-            Frame::NotMember { view: vid(4) },
+            Frame::NotMember {
+                view: vid(4),
+                member: MemberId::new(9, 2),
+            },
             Frame::StateRequest {
                 view: vid(4),
                 offset: 65536,

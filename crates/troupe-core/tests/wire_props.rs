@@ -124,7 +124,7 @@ fn frame(payload_max: usize) -> impl Strategy<Value = Frame> {
         1 => (ballot(), proposal()).prop_map(|(ballot, proposal)| Frame::Accept { ballot, proposal }),
         1 => ballot().prop_map(|ballot| Frame::Accepted { ballot }),
         1 => proposal().prop_map(|proposal| Frame::Commit { proposal }),
-        1 => view_id().prop_map(|view| Frame::NotMember { view }),
+        1 => (view_id(), member()).prop_map(|(view, member)| Frame::NotMember { view, member }),
         1 => (view_id(), int()).prop_map(|(view, offset)| Frame::StateRequest { view, offset }),
         1 => (view_id(), int(), int(), bytes(payload_max))
             .prop_map(|(view, offset, total_len, bytes)| Frame::StateChunk { view, offset, total_len, bytes }),
