@@ -106,7 +106,7 @@ impl Senders {
 }
 
 /// Arguments of `troupe bench`.
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct BenchArgs {
     /// Member processes to start (2 to 16).
     #[arg(long, default_value_t = 3)]
@@ -129,6 +129,14 @@ pub struct BenchArgs {
     /// Show the members' logs on standard error.
     #[arg(long)]
     verbose: bool,
+    /// Run every ordering x size (64 B, 1 KiB, 16 KiB) x senders (the
+    /// baseline once per size and senders) and write a CSV; --size,
+    /// --ordering and --senders are ignored.
+    #[arg(long)]
+    sweep: bool,
+    /// Where --sweep writes its CSV.
+    #[arg(long, default_value = "troupe-bench.csv")]
+    csv: std::path::PathBuf,
 }
 
 /// Which side of the comparison a member process runs.
@@ -407,33 +415,20 @@ async fn tcp_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, Histog
     Ok((results, rtt))
 }
 
-async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let say = |s: String| {
-        if !args.json {
-            eprintln!("{s}");
-        }
-    };
-    say(format!(
-        "troupe bench: {} members, {} B, {}, senders {}, {} s each side",
-        args.members,
-        args.size,
-        args.ordering.name(),
-        args.senders.name(),
-        args.seconds
-    ));
-    say("  running troupe ...".into());
-    let t = SideFigures::of(&troupe_side(args).await.context("troupe side")?);
-    say("  running the raw TCP baseline ...".into());
-    let (b, rtt) = tcp_side(args).await.context("baseline side")?;
-    let b = SideFigures::of(&b);
+/// The figures of one configuration, as the JSON object and CSV row report them.
+fn row(
+    args: &BenchArgs,
+    t: &SideFigures,
+    b: &SideFigures,
+    rtt: &Histogram<u64>,
+) -> serde_json::Value {
     let mb = |m: f64| m * args.size as f64 / 1e6;
     let ratio = if b.msgs_per_sec > 0.0 {
         t.msgs_per_sec / b.msgs_per_sec
     } else {
         0.0
     };
-    let rtt_p50_us = rtt.value_at_quantile(0.5) as f64 / 1e3;
-    let out = json!({
+    json!({
         "ordering": args.ordering.name(),
         "members": args.members,
         "size": args.size,
@@ -450,36 +445,194 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         "baseline_per_member_msgs_per_sec": b.per_member,
         "baseline_p50_us": b.us(0.5),
         "baseline_p99_us": b.us(0.99),
-        "baseline_rtt_p50_us": rtt_p50_us,
+        "baseline_rtt_p50_us": rtt.value_at_quantile(0.5) as f64 / 1e3,
         "ratio": ratio,
-    });
+    })
+}
+
+/// The columns of the sweep's CSV, in order (fields of [`row`]).
+const CSV_COLUMNS: [&str; 15] = [
+    "ordering",
+    "members",
+    "size",
+    "senders",
+    "seconds",
+    "msgs_per_sec",
+    "mb_per_sec",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "baseline_msgs_per_sec",
+    "baseline_mb_per_sec",
+    "baseline_p50_us",
+    "baseline_rtt_p50_us",
+    "ratio",
+];
+
+fn csv_line(r: &serde_json::Value) -> String {
+    CSV_COLUMNS
+        .iter()
+        .map(|c| match &r[*c] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(x) if n.is_f64() => format!("{x:.3}"),
+                _ => n.to_string(),
+            },
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn print_table(r: &serde_json::Value) {
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    println!(
+        "\n{:<18} {:>14} {:>10} {:>10} {:>10} {:>10}",
+        "", "msgs/s/member", "MB/s", "p50 us", "p99 us", "p99.9 us"
+    );
+    println!(
+        "{:<18} {:>14.0} {:>10.1} {:>10.0} {:>10.0} {:>10.0}",
+        format!("troupe {}", r["ordering"].as_str().unwrap_or("?")),
+        f("msgs_per_sec"),
+        f("mb_per_sec"),
+        f("p50_us"),
+        f("p99_us"),
+        f("p999_us")
+    );
+    println!(
+        "{:<18} {:>14.0} {:>10.1} {:>10.0} {:>10.0} {:>10}",
+        "raw TCP mesh",
+        f("baseline_msgs_per_sec"),
+        f("baseline_mb_per_sec"),
+        f("baseline_p50_us"),
+        f("baseline_p99_us"),
+        ""
+    );
+    println!(
+        "\nraw TCP round trip ({RTT_BYTES} B, idle) p50: {:.0} us",
+        f("baseline_rtt_p50_us")
+    );
+    println!("troupe / raw TCP deliveries per member: {:.3}", f("ratio"));
+}
+
+async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.sweep {
+        return sweep(args).await;
+    }
+    if !args.json {
+        eprintln!(
+            "troupe bench: {} members, {} B, {}, senders {}, {} s each side",
+            args.members,
+            args.size,
+            args.ordering.name(),
+            args.senders.name(),
+            args.seconds
+        );
+        eprintln!("  running troupe ...");
+    }
+    let t = SideFigures::of(&troupe_side(args).await.context("troupe side")?);
+    if !args.json {
+        eprintln!("  running the raw TCP baseline ...");
+    }
+    let (b, rtt) = tcp_side(args).await.context("baseline side")?;
+    let r = row(args, &t, &SideFigures::of(&b), &rtt);
     if args.json {
-        println!("{out}");
+        println!("{r}");
+    } else {
+        print_table(&r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sizes of a sweep, bytes.
+const SWEEP_SIZES: [usize; 3] = [64, 1024, 16 << 10];
+
+/// `--sweep`: every ordering x size x senders, one baseline per size and
+/// senders; a CSV of the rows.
+async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let orderings = [
+        BenchOrdering::Fifo,
+        BenchOrdering::Causal,
+        BenchOrdering::Total,
+        BenchOrdering::Safe,
+    ];
+    let senders = [Senders::All, Senders::One];
+    let runs = (SWEEP_SIZES.len() * senders.len() * (orderings.len() + 1)) as u64;
+    let mut csv = std::fs::File::create(&args.csv)
+        .with_context(|| format!("cannot create {}", args.csv.display()))?;
+    writeln!(csv, "{}", CSV_COLUMNS.join(","))?;
+    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(runs);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} runs {pos}/{len} [{bar:40}] {elapsed} (eta {eta}) {msg}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb
+    });
+    let mut rows = Vec::new();
+    for size in SWEEP_SIZES {
+        for s in senders {
+            let mut a = args.clone();
+            a.size = size;
+            a.senders = s;
+            let note = |what: String| match &progress {
+                Some(pb) => pb.set_message(what),
+                None if !args.json => eprintln!("  {what}"),
+                None => {}
+            };
+            note(format!("raw TCP, {size} B, senders {}", s.name()));
+            let (b, rtt) = tcp_side(&a).await.context("baseline side")?;
+            let b = SideFigures::of(&b);
+            if let Some(pb) = &progress {
+                pb.inc(1);
+            }
+            for o in orderings {
+                a.ordering = o;
+                note(format!(
+                    "troupe {}, {size} B, senders {}",
+                    o.name(),
+                    s.name()
+                ));
+                let t = SideFigures::of(&troupe_side(&a).await.context("troupe side")?);
+                let r = row(&a, &t, &b, &rtt);
+                writeln!(csv, "{}", csv_line(&r))?;
+                csv.flush()?;
+                if let Some(pb) = &progress {
+                    pb.inc(1);
+                }
+                rows.push(r);
+            }
+        }
+    }
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({ "csv": args.csv.display().to_string(), "rows": rows })
+        );
     } else {
         println!(
-            "\n{:<18} {:>14} {:>10} {:>10} {:>10} {:>10}",
-            "", "msgs/s/member", "MB/s", "p50 us", "p99 us", "p99.9 us"
+            "\n{:<8} {:>6} {:>7} {:>14} {:>14} {:>8} {:>10}",
+            "ordering", "size", "senders", "msgs/s/member", "TCP msgs/s", "ratio", "p50 us"
         );
-        println!(
-            "{:<18} {:>14.0} {:>10.1} {:>10.0} {:>10.0} {:>10.0}",
-            format!("troupe {}", args.ordering.name()),
-            t.msgs_per_sec,
-            mb(t.msgs_per_sec),
-            t.us(0.5),
-            t.us(0.99),
-            t.us(0.999)
-        );
-        println!(
-            "{:<18} {:>14.0} {:>10.1} {:>10.0} {:>10.0} {:>10.0}",
-            "raw TCP mesh",
-            b.msgs_per_sec,
-            mb(b.msgs_per_sec),
-            b.us(0.5),
-            b.us(0.99),
-            b.us(0.999)
-        );
-        println!("\nraw TCP round trip ({RTT_BYTES} B, idle) p50: {rtt_p50_us:.0} us");
-        println!("troupe / raw TCP deliveries per member: {ratio:.3}");
+        for r in &rows {
+            let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+            println!(
+                "{:<8} {:>6} {:>7} {:>14.0} {:>14.0} {:>8.3} {:>10.0}",
+                r["ordering"].as_str().unwrap_or("?"),
+                r["size"],
+                r["senders"].as_str().unwrap_or("?"),
+                f("msgs_per_sec"),
+                f("baseline_msgs_per_sec"),
+                f("ratio"),
+                f("p50_us")
+            );
+        }
+        println!("\nCSV in {}", args.csv.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -847,4 +1000,58 @@ fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     // Stay until the parent is done (the peers may still be reading).
     while next().is_some() {}
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_round_trips_and_garbage_is_refused() {
+        let mut hist = new_hist();
+        for ns in [1_000, 2_000, 2_000, 50_000_000] {
+            record(&mut hist, ns);
+        }
+        let r = MemberResult {
+            delivered: 4,
+            secs: 2.0,
+            hist,
+        };
+        let line = r.to_line();
+        let back = MemberResult::parse(line.trim_start_matches("result ")).expect("parses");
+        assert_eq!(back.delivered, 4);
+        assert_eq!(back.hist.len(), 4);
+        assert_eq!(
+            back.hist.value_at_quantile(0.5),
+            r.hist.value_at_quantile(0.5)
+        );
+        assert!(MemberResult::parse("not json").is_err());
+        assert!(MemberResult::parse(r#"{"delivered":1,"secs":1,"hist":[["x",1]]}"#).is_err());
+        assert!(MemberResult::parse(r#"{"secs":1}"#).is_err());
+    }
+
+    #[test]
+    fn csv_rows_have_every_column() {
+        let args = BenchArgs {
+            members: 3,
+            size: 64,
+            ordering: BenchOrdering::Fifo,
+            senders: Senders::One,
+            seconds: 1,
+            json: false,
+            verbose: false,
+            sweep: true,
+            csv: "x.csv".into(),
+        };
+        let fig = SideFigures::of(&[MemberResult {
+            delivered: 10,
+            secs: 1.0,
+            hist: new_hist(),
+        }]);
+        let line = csv_line(&row(&args, &fig, &fig, &new_hist()));
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells.len(), CSV_COLUMNS.len());
+        assert_eq!(&cells[..4], &["fifo", "3", "64", "one"]);
+        assert_eq!(cells[cells.len() - 1], "1.000");
+    }
 }
