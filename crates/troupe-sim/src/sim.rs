@@ -897,7 +897,10 @@ impl<A: SimApp> Simulation<A> {
 
     fn on_datagram(&mut self, dg: Datagram) {
         let node = &mut self.nodes[dg.to];
-        if !node.running() || (dg.dest != MemberId::UNKNOWN && dg.dest != node.me()) {
+        // Like a real network, delivery goes by address: whichever
+        // incarnation listens at the node now gets the datagram, even one
+        // meant for its predecessor (the engine must tell them apart).
+        if !node.running() {
             self.stats.datagrams_unheard += 1;
             return;
         }
@@ -912,7 +915,7 @@ impl<A: SimApp> Simulation<A> {
     fn feed(&mut self, dg: Datagram) {
         let i = dg.to;
         let node = &mut self.nodes[i];
-        if !node.running() || (dg.dest != MemberId::UNKNOWN && dg.dest != node.me()) {
+        if !node.running() {
             self.stats.datagrams_unheard += 1;
             return;
         }
