@@ -87,8 +87,9 @@ pub struct Datagram {
     /// The receiving node.
     pub to: usize,
     /// The member it was addressed to ([`MemberId::UNKNOWN`] for "whoever
-    /// listens at the node"): the receiver drops it if another incarnation
-    /// runs there now.
+    /// listens at the node"). The simulator delivers by address, as a real
+    /// network does: whichever incarnation runs at the node now gets it, and
+    /// the engine must tell a datagram for its predecessor apart.
     pub dest: MemberId,
     /// The bytes.
     pub bytes: Bytes,

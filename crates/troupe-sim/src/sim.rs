@@ -226,8 +226,7 @@ pub struct SimStats {
     pub sends_blocked: u64,
     /// Datagrams handed to an engine.
     pub datagrams_delivered: u64,
-    /// Datagrams that arrived where no process, or another incarnation,
-    /// listened.
+    /// Datagrams that arrived at a node where no process listened.
     pub datagrams_unheard: u64,
     /// Datagrams an engine refused as malformed.
     pub decode_errors: u64,
