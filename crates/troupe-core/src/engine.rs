@@ -221,8 +221,11 @@ pub struct Engine {
     pub(crate) leave_requests: BTreeSet<MemberId>,
     pub(crate) leaving: bool,
     pub(crate) leave_due: Time,
-    /// Members known to be excluded: never admitted again.
-    pub(crate) excluded: BTreeSet<MemberId>,
+    /// For each node, the highest incarnation known to be excluded: that
+    /// one and every earlier one are never admitted again. (Incarnations of
+    /// a node only grow, so this is all there is to remember, and it stays
+    /// bounded by the number of nodes however long the group runs.)
+    pub(crate) excluded: BTreeMap<u64, u64>,
     pub(crate) backoff_until: Time,
     /// Addresses of every member seen lately (of this view, earlier views and
     /// join requests), so that one left behind can still be told so.
@@ -285,7 +288,7 @@ impl Engine {
             leave_requests: BTreeSet::new(),
             leaving: false,
             leave_due: now,
-            excluded: BTreeSet::new(),
+            excluded: BTreeMap::new(),
             backoff_until: now,
             lag_replies: BTreeMap::new(),
             directory: BTreeMap::new(),
@@ -1373,6 +1376,19 @@ impl Engine {
         if let Some((first, runs)) = vs.total.take_batch() {
             self.multicast_body(now, Body::Order { first, runs });
         }
+    }
+
+    /// Whether `m` (or a later incarnation of its node) has been excluded.
+    pub(crate) fn is_excluded(&self, m: MemberId) -> bool {
+        self.excluded
+            .get(&m.node)
+            .is_some_and(|inc| m.incarnation <= *inc)
+    }
+
+    /// Remembers that `m` is out of the group for good.
+    pub(crate) fn mark_excluded(&mut self, m: MemberId) {
+        let inc = self.excluded.entry(m.node).or_insert(m.incarnation);
+        *inc = (*inc).max(m.incarnation);
     }
 
     /// The address of a member of the current or previous view, or of a joiner.

@@ -403,7 +403,7 @@ impl Engine {
                 if provider.is_some() {
                     for (j, addr) in &self.join_requests {
                         if !old.contains(*j)
-                            && !self.excluded.contains(j)
+                            && !self.is_excluded(*j)
                             && members.len() < crate::wire::MEMBERS_MAX
                         {
                             members.push(*j);
@@ -721,12 +721,18 @@ impl Engine {
     /// Installs a view: fresh streams and failure detection, held sends go out.
     pub(crate) fn install(&mut self, now: Time, view: View, provider: bool) {
         let Some(me) = view.rank(self.me) else { return };
-        if let Some(old) = &self.vs {
-            for m in &old.view.members {
-                if !view.contains(*m) {
-                    self.excluded.insert(*m);
-                }
-            }
+        let gone: Vec<MemberId> = match &self.vs {
+            Some(old) => old
+                .view
+                .members
+                .iter()
+                .copied()
+                .filter(|m| !view.contains(*m))
+                .collect(),
+            None => Vec::new(),
+        };
+        for m in gone {
+            self.mark_excluded(m);
         }
         if self.directory.len() + view.members.len() > crate::engine::DIRECTORY_MAX {
             self.directory.clear();
@@ -907,7 +913,7 @@ impl Engine {
             return;
         }
         let Some(vs) = &self.vs else { return };
-        if self.excluded.contains(&joiner) && !self.mutant(mutant!(ReadmitIncarnation)) {
+        if self.is_excluded(joiner) && !self.mutant(mutant!(ReadmitIncarnation)) {
             let mine = vs.view.id;
             self.out.unicast(
                 joiner,

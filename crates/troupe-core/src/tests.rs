@@ -70,7 +70,12 @@ impl Net {
     }
 
     pub fn spawn(&mut self, node: u64, cfg: Config) -> &mut Engine {
-        let e = Engine::new(cfg, MemberId::new(node, 1), self.now, node).expect("valid config");
+        self.spawn_incarnation(node, 1, cfg)
+    }
+
+    pub fn spawn_incarnation(&mut self, node: u64, incarnation: u64, cfg: Config) -> &mut Engine {
+        let e = Engine::new(cfg, MemberId::new(node, incarnation), self.now, node)
+            .expect("valid config");
         self.procs.insert(
             node,
             Proc {
@@ -666,4 +671,26 @@ fn not_member_for_an_old_incarnation_at_the_same_address_is_ignored() {
     e.handle_datagram(Time::ZERO, not_member(MemberId::new(3, 2)))
         .unwrap();
     assert!(e.has_exited());
+}
+
+#[test]
+fn an_excluded_incarnation_is_refused_and_a_later_one_admitted() {
+    let mut net = Net::group(3, 19);
+    net.crash(3);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.view_of(1).unwrap().members.len(), 2);
+    // The same identity tries to come back: refused, told it is out.
+    let now = net.now;
+    net.spawn_incarnation(3, 1, test_config(3))
+        .join(now, &[addr(1)]);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.procs[&3].exited, Some(ExitReason::Excluded));
+    assert_eq!(net.view_of(1).unwrap().members.len(), 2);
+    // A new incarnation of the node is admitted.
+    let now = net.now;
+    net.spawn_incarnation(3, 2, test_config(3))
+        .join(now, &[addr(1)]);
+    net.run_for(Duration::from_secs(1));
+    assert!(net.view_of(1).unwrap().contains(MemberId::new(3, 2)));
+    assert!(!net.view_of(1).unwrap().contains(MemberId::new(3, 1)));
 }
