@@ -403,12 +403,14 @@ impl Engine {
     /// Multicasts `payload` to the view with the given ordering. While a view
     /// change is in progress the message is held and goes out in the next view.
     pub fn send(&mut self, now: Time, ordering: Ordering, payload: Bytes) -> Result<(), SendError> {
-        self.send_inner(now, ordering, payload, None)
+        // Every input takes the time; a send needs none (timers start from
+        // the next input that does).
+        let _ = now;
+        self.send_inner(ordering, payload, None)
     }
 
     pub(crate) fn send_inner(
         &mut self,
-        now: Time,
         ordering: Ordering,
         payload: Bytes,
         query: Option<u64>,
@@ -449,7 +451,7 @@ impl Engine {
         if !self.window_has_room(payload.len()) {
             return Err(SendError::WouldBlock);
         }
-        self.multicast_app(now, ordering, payload, query);
+        self.multicast_app(ordering, payload, query);
         Ok(())
     }
 
@@ -491,7 +493,7 @@ impl Engine {
 
     /// Puts an application message (fragmented if large) into this member's
     /// stream, multicasts it, and processes it locally.
-    fn multicast_app(&mut self, now: Time, ordering: Ordering, payload: Bytes, query: Option<u64>) {
+    fn multicast_app(&mut self, ordering: Ordering, payload: Bytes, query: Option<u64>) {
         let frag_len = self.cfg.fragment_bytes();
         let Some(vs) = &mut self.vs else { return };
         debug_assert!(!vs.frozen);
@@ -526,12 +528,12 @@ impl Engine {
         }
         self.stats.sent[ordering as usize] += 1;
         for body in bodies {
-            self.multicast_body(now, body);
+            self.multicast_body(body);
         }
     }
 
     /// Appends a body to this member's stream and multicasts it.
-    pub(crate) fn multicast_body(&mut self, now: Time, body: Body) {
+    pub(crate) fn multicast_body(&mut self, body: Body) {
         let Some(vs) = &mut self.vs else { return };
         let seq = vs.next_seq();
         let me = vs.me;
@@ -548,7 +550,7 @@ impl Engine {
         vs.unstable_bytes += len;
         let inserted = vs.streams[me].insert(seq, Msg { body, len });
         debug_assert!(inserted, "own sequence number reused");
-        self.process_ranks(now, Some(me));
+        self.process_ranks(Some(me));
     }
 
     /// Multicasts a group query; [`Event::QueryDone`] follows.
@@ -576,7 +578,7 @@ impl Engine {
             return Err(QueryError::Quorum(needed));
         }
         let n = self.query_n + 1;
-        self.send_inner(now, ordering, payload, Some(n))?;
+        self.send_inner(ordering, payload, Some(n))?;
         self.query_n = n;
         self.queries
             .insert(n, QueryState::new(needed, view.members.clone(), now));
@@ -585,6 +587,8 @@ impl Engine {
 
     /// Hands over the snapshot asked for by [`Event::StateNeeded`].
     pub fn provide_state(&mut self, now: Time, view: ViewId, snapshot: Bytes) {
+        // Every input takes the time; handing over a snapshot needs none.
+        let _ = now;
         let Some(p) = &mut self.providing else { return };
         if p.view != view || p.snapshot.is_some() {
             return;
@@ -598,7 +602,6 @@ impl Engine {
         for j in joiners {
             self.on_state_request(j, view, 0);
         }
-        let _ = now;
     }
 
     /// A datagram arrived. Bytes that do not decode are counted and refused
@@ -650,8 +653,8 @@ impl Engine {
             Frame::Nak { origin, ranges } => self.on_nak(from, view, origin, &ranges),
             Frame::Heartbeat { .. } => {}
             Frame::Suspect { members } => self.on_suspect(now, from, view, members),
-            Frame::Leave => self.on_leave(now, from, view),
-            Frame::JoinRequest { joiner, addr } => self.on_join_request(now, joiner, addr),
+            Frame::Leave => self.on_leave(from, view),
+            Frame::JoinRequest { joiner, addr } => self.on_join_request(joiner, addr),
             Frame::Prepare { ballot } => self.on_prepare(now, from, view, ballot),
             Frame::Promise {
                 ballot,
@@ -660,7 +663,7 @@ impl Engine {
                 ready,
                 leaving,
             } => self.on_promise(now, from, view, ballot, contig, accepted, ready, leaving),
-            Frame::Reject { ballot, promised } => self.on_reject(now, from, ballot, promised),
+            Frame::Reject { ballot, promised } => self.on_reject(now, ballot, promised),
             Frame::Accept { ballot, proposal } => self.on_accept(now, from, view, ballot, proposal),
             Frame::Accepted { ballot } => self.on_accepted(now, from, view, ballot),
             Frame::Commit { proposal } => self.on_commit(now, from, view, proposal),
@@ -669,7 +672,7 @@ impl Engine {
                 member,
             } => {
                 if member == self.me {
-                    self.on_not_member(now, from, theirs)
+                    self.on_not_member(from, theirs)
                 }
             }
             Frame::StateRequest { view: v, offset } => self.on_state_request(from, v, offset),
@@ -728,7 +731,7 @@ impl Engine {
         if self.status != Status::Member {
             return;
         }
-        self.flush_order_batch(now);
+        self.flush_order_batch();
         self.check_fetch(now);
         self.maybe_change_view(now);
         if let Some(vs) = &mut self.vs {
@@ -742,7 +745,7 @@ impl Engine {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.flush_order_batch(self.last_input);
+        self.flush_order_batch();
         let t = self.out.poll();
         if t.is_some() {
             self.stats.datagrams_out += 1;
@@ -805,7 +808,7 @@ impl Engine {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.flush_order_batch(self.last_input);
+        self.flush_order_batch();
         self.events.pop_front()
     }
 
@@ -896,7 +899,7 @@ impl Engine {
             vs.ack_pending = vs
                 .ack_pending
                 .saturating_add((st.contig - was_contig) as u32);
-            self.process_ranks(now, Some(r));
+            self.process_ranks(Some(r));
         } else if st.nak_due.is_none() {
             // A gap: ask for retransmission soon, unless reordering fills it first.
             st.nak_due = Some(now.plus(self.cfg.nak_interval / 2));
@@ -1003,12 +1006,12 @@ impl Engine {
             }
         }
         if vs.recompute_stable() {
-            self.on_stable(now);
+            self.on_stable();
         }
     }
 
     /// Stability advanced: collect garbage, deliver `Safe` messages.
-    fn on_stable(&mut self, now: Time) {
+    fn on_stable(&mut self) {
         let Some(vs) = &mut self.vs else { return };
         for r in 0..vs.streams.len() {
             let upto = vs.stable[r].min(vs.streams[r].processed);
@@ -1017,7 +1020,7 @@ impl Engine {
                 vs.unstable_bytes -= freed;
             }
         }
-        self.deliver_total(now);
+        self.deliver_total();
     }
 
     fn on_nak(&mut self, from: MemberId, view: ViewId, origin: u32, ranges: &[(u64, u64)]) {
@@ -1127,15 +1130,15 @@ impl Engine {
         vs.heartbeat_due = now.plus(self.cfg.heartbeat_interval);
         self.out.multicast(&vs.view, vs.me, &Frame::Ack { contig });
         if vs.recompute_stable() {
-            self.on_stable(now);
+            self.on_stable();
         }
     }
 
     // ----- delivery ---------------------------------------------------------
 
     /// Hands every newly contiguous message to its ordering's delivery rule.
-    pub(crate) fn process_streams(&mut self, now: Time) {
-        self.process_ranks(now, None);
+    pub(crate) fn process_streams(&mut self) {
+        self.process_ranks(None);
     }
 
     /// Processes the newly contiguous messages of one rank (`Some(r)`: the
@@ -1143,7 +1146,7 @@ impl Engine {
     /// Ranks go in order, so the coordinator's stream (rank 0, with the
     /// ordering records) comes first and positions are known when the
     /// messages reach the total stage.
-    pub(crate) fn process_ranks(&mut self, now: Time, only: Option<usize>) {
+    pub(crate) fn process_ranks(&mut self, only: Option<usize>) {
         let Some(vs) = &self.vs else { return };
         if vs.frozen && vs.limit.is_none() {
             return;
@@ -1161,7 +1164,7 @@ impl Engine {
             let from = vs.streams[r].processed + 1;
             vs.streams[r].processed = vs.streams[r].processed.max(upto);
             for seq in from..=upto {
-                self.process_one(now, r, seq);
+                self.process_one(r, seq);
             }
             let Some(vs) = self.vs.as_mut() else { return };
             // What this member holds counts towards stability at once (a
@@ -1173,7 +1176,7 @@ impl Engine {
                 vs.recompute_stable_rank(r);
             }
         }
-        self.deliver_total(now);
+        self.deliver_total();
         if let Some(vs) = &mut self.vs {
             // Messages processed and stable can go.
             for r in lo..hi {
@@ -1186,24 +1189,23 @@ impl Engine {
         }
     }
 
-    fn process_one(&mut self, now: Time, r: usize, seq: u64) -> bool {
+    fn process_one(&mut self, r: usize, seq: u64) {
         let vs = self.vs.as_mut().expect("member");
         if !vs.early.is_empty() && vs.early.remove(&(r, seq)) {
-            return false;
+            return;
         }
         let Some(msg) = vs.streams[r].get(seq) else {
             debug_assert!(false, "processing a message that is not held");
-            return false;
+            return;
         };
         let body = msg.body.clone();
         match body {
             Body::Order { first, runs } => {
                 if r != 0 {
-                    return false; // only the sequencer orders
+                    return; // only the sequencer orders
                 }
                 let ok = vs.total.record(first, &runs, seq);
                 debug_assert!(ok, "ordering record does not continue the order");
-                false
             }
             Body::App {
                 ordering,
@@ -1217,7 +1219,7 @@ impl Engine {
                     Some(f) => Self::reassemble(vs, r, f, ordering, query, causal, payload),
                 };
                 let Some((ordering, query, causal, payload)) = whole else {
-                    return false;
+                    return;
                 };
                 vs.arrivals += 1;
                 let m = AppMsg {
@@ -1228,8 +1230,7 @@ impl Engine {
                     payload,
                     arrival: vs.arrivals,
                 };
-                self.stage(now, m, causal);
-                true
+                self.stage(m, causal);
             }
         }
     }
@@ -1279,7 +1280,7 @@ impl Engine {
     }
 
     /// A whole message meets its ordering's rule.
-    fn stage(&mut self, now: Time, m: AppMsg, causal: Vec<u64>) {
+    fn stage(&mut self, m: AppMsg, causal: Vec<u64>) {
         let ignore_clock = self.mutant(mutant!(IgnoreVectorClock));
         let vs = self.vs.as_mut().expect("member");
         match m.ordering {
@@ -1296,13 +1297,12 @@ impl Engine {
                 vs.total.hold(m);
             }
         }
-        let _ = now;
     }
 
     /// Delivers `Total` and `Safe` messages whose position has come (a `Safe`
     /// one only once it is stable). When the view's end is decided, what is
     /// left goes through `Total::drain_all` in `flush::commit`.
-    pub(crate) fn deliver_total(&mut self, now: Time) {
+    pub(crate) fn deliver_total(&mut self) {
         let safe_early = self.mutant(mutant!(SafeBeforeStable));
         loop {
             let Some(vs) = &mut self.vs else { return };
@@ -1336,7 +1336,6 @@ impl Engine {
             let m = vs.total.pop().expect("front is held");
             self.deliver(m);
         }
-        let _ = now;
     }
 
     /// Hands a message to the application.
@@ -1368,13 +1367,13 @@ impl Engine {
     /// Called after every input and whenever the driver polls for output, so
     /// that the records of everything one input (or a run of sends) ordered
     /// leave in one message.
-    fn flush_order_batch(&mut self, now: Time) {
+    fn flush_order_batch(&mut self) {
         let Some(vs) = &mut self.vs else { return };
         if vs.me != 0 || vs.frozen || !vs.total.has_batch() {
             return;
         }
         if let Some((first, runs)) = vs.total.take_batch() {
-            self.multicast_body(now, Body::Order { first, runs });
+            self.multicast_body(Body::Order { first, runs });
         }
     }
 
@@ -1418,7 +1417,7 @@ impl Engine {
     }
 
     /// Sends held during the view change go out in the new view.
-    pub(crate) fn release_held_sends(&mut self, now: Time) {
+    pub(crate) fn release_held_sends(&mut self) {
         while let Some(h) = self.held_sends.front() {
             if self.is_blocked() {
                 return;
@@ -1432,7 +1431,7 @@ impl Engine {
             if h.ordering == Ordering::Unreliable {
                 self.send_unreliable(h.payload);
             } else {
-                self.multicast_app(now, h.ordering, h.payload, h.query);
+                self.multicast_app(h.ordering, h.payload, h.query);
             }
         }
     }

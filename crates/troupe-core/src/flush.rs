@@ -280,20 +280,13 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_reject(
-        &mut self,
-        now: Time,
-        from: MemberId,
-        ballot: Ballot,
-        promised: Ballot,
-    ) {
+    pub(crate) fn on_reject(&mut self, now: Time, ballot: Ballot, promised: Ballot) {
         let Some(a) = &self.attempt else { return };
         if a.ballot != ballot || promised <= ballot {
             return;
         }
         // Someone runs a later attempt. If it is older than us, let it finish;
         // otherwise retry above it after a randomised pause.
-        let _ = from;
         self.promised = self.promised.max(promised);
         self.attempt = None;
         let jitter = rand::Rng::random_range(
@@ -677,7 +670,7 @@ impl Engine {
         let Some(vs) = &mut self.vs else { return };
         debug_assert_eq!(vs.view.id, ended);
         vs.limit = Some(proposal.cut.clone());
-        self.process_streams(now);
+        self.process_streams();
         let vs = self.vs.as_mut().expect("member");
         let causal = vs.causal.drain_all(&proposal.cut);
         let total = vs.total.drain_all(&proposal.cut, local_order);
@@ -758,13 +751,13 @@ impl Engine {
         self.join_requests.retain(|j, _| !view.contains(*j));
         self.providing = None;
         self.stats.views += 1;
-        self.query_view_changed(now);
+        self.query_view_changed();
         self.emit(Event::View(view.clone()));
         if provider {
             self.start_providing(view.id);
         }
         self.send_ack(now);
-        self.release_held_sends(now);
+        self.release_held_sends();
     }
 
     /// Leaves the group for good.
@@ -851,8 +844,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_not_member(&mut self, now: Time, from: MemberId, theirs: ViewId) {
-        let _ = now;
+    pub(crate) fn on_not_member(&mut self, from: MemberId, theirs: ViewId) {
         if matches!(self.status, Status::Joining { .. }) {
             // A member of the group refuses this incarnation: it was admitted
             // once and excluded before it heard of it.
@@ -899,16 +891,14 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_leave(&mut self, now: Time, from: MemberId, view: ViewId) {
-        let _ = now;
+    pub(crate) fn on_leave(&mut self, from: MemberId, view: ViewId) {
         let Some(vs) = &self.vs else { return };
         if view == vs.view.id && vs.view.contains(from) {
             self.leave_requests.insert(from);
         }
     }
 
-    pub(crate) fn on_join_request(&mut self, now: Time, joiner: MemberId, addr: Addr) {
-        let _ = now;
+    pub(crate) fn on_join_request(&mut self, joiner: MemberId, addr: Addr) {
         if self.status != Status::Member || joiner == self.me || joiner == MemberId::UNKNOWN {
             return;
         }

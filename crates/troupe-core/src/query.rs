@@ -104,8 +104,7 @@ impl Engine {
     }
 
     /// A new view: members gone from it will not answer.
-    pub(crate) fn query_view_changed(&mut self, now: Time) {
-        let _ = now;
+    pub(crate) fn query_view_changed(&mut self) {
         let Some(vs) = &self.vs else { return };
         for q in self.queries.values_mut() {
             for m in &q.members {

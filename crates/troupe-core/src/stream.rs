@@ -131,7 +131,6 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn msg() -> Msg {
         Msg {
@@ -172,7 +171,6 @@ mod tests {
         let mut s = Stream::new();
         assert!(!s.insert(AHEAD_MAX + 5, msg()));
         assert!(!s.insert(0, msg()));
-        let _ = Bytes::new();
     }
 
     #[test]

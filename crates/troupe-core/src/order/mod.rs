@@ -20,6 +20,5 @@ pub(crate) struct AppMsg {
     pub query: Option<u64>,
     pub payload: Bytes,
     /// Local arrival counter (used only by a mutant).
-    #[allow(dead_code)]
     pub arrival: u64,
 }

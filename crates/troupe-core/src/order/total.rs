@@ -79,12 +79,6 @@ impl Total {
         !self.batch.is_empty()
     }
 
-    /// Positions assigned so far by this member as sequencer.
-    #[allow(dead_code)]
-    pub fn assigned(&self) -> u64 {
-        self.assign_next - 1
-    }
-
     /// A record arrived (in the coordinator's stream order). Returns false if
     /// it does not continue the order (a protocol error by the sender).
     pub fn record(&mut self, first: u64, runs: &[OrderRun], record_seq: u64) -> bool {
