@@ -32,6 +32,7 @@
 //! and the report is sorted by time then property.
 
 mod delivery;
+pub mod linearizable;
 mod membership;
 mod order;
 mod state;
