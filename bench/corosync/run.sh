@@ -11,7 +11,7 @@
 # p50_us, p99_us, ...) plus "system": "corosync" and its version.
 #
 # Usage: run.sh [--size N] [--seconds S] [--senders all|one]
-#               [--transport knet|udpu] [--keep] [--verbose]
+#               [--transport knet|udpu] [--sched-rr yes|no] [--keep] [--verbose]
 # Needs root. Installs corosync, libcpg-dev, gcc and jq with apt-get if missing.
 set -euo pipefail
 
@@ -27,6 +27,7 @@ size=1024
 run_secs=10
 senders=all
 transport=knet
+sched_rr=yes
 keep=0
 verbose=0
 
@@ -41,6 +42,7 @@ while (($#)); do
 	--seconds) run_secs=${2:?--seconds needs a value}; shift 2 ;;
 	--senders) senders=${2:?--senders needs a value}; shift 2 ;;
 	--transport) transport=${2:?--transport needs a value}; shift 2 ;;
+	--sched-rr) sched_rr=${2:?--sched-rr needs a value}; shift 2 ;;
 	--keep) keep=1; shift ;;
 	--verbose) verbose=1; shift ;;
 	-h | --help) usage ;;
@@ -59,6 +61,8 @@ fi
 	{ echo "run.sh: --senders must be all or one" >&2; exit 2; }
 [[ $transport == knet || $transport == udpu ]] ||
 	{ echo "run.sh: --transport must be knet or udpu" >&2; exit 2; }
+[[ $sched_rr == yes || $sched_rr == no ]] ||
+	{ echo "run.sh: --sched-rr must be yes or no" >&2; exit 2; }
 
 say() { echo "run.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -179,6 +183,7 @@ for i in $(seq 1 "$MEMBERS"); do
 	dir="$work/node$i"
 	mkdir -p "$dir/state"
 	sed -e "s|@NODE_DIR@|$dir|g" -e "s|@TRANSPORT@|$transport|g" \
+		-e "s|@SCHED_RR@|$sched_rr|g" \
 		-e "s|@ADDR1@|${addrs[0]}|g" -e "s|@ADDR2@|${addrs[1]}|g" -e "s|@ADDR3@|${addrs[2]}|g" \
 		"$HERE/corosync.conf.in" >"$dir/corosync.conf"
 	# ip netns exec and unshare exec in place: $! is corosync's pid. The
@@ -255,7 +260,7 @@ done
 # The figures: as troupe bench computes them (mean over members of each
 # member's deliveries per second; quantiles of the members' merged histograms).
 
-result=$(jq -s -c --arg version "$version" --arg transport "$transport" \
+result=$(jq -s -c --arg version "$version" --arg transport "$transport" --arg sched_rr "$sched_rr" \
 	--argjson size "$size" --arg senders "$senders" --argjson seconds "$run_secs" \
 	--argjson warmup "$WARMUP" '
 	def quantile($h; $q):
@@ -271,6 +276,7 @@ result=$(jq -s -c --arg version "$version" --arg transport "$transport" \
 		system: "corosync",
 		version: $version,
 		transport: $transport,
+		sched_rr: $sched_rr,
 		ordering: "total",
 		cpg_type: "CPG_TYPE_AGREED",
 		members: length,
