@@ -1,0 +1,1461 @@
+//! One member of the service: the state machine, its log, the group it is
+//! replicated on, and the protocol that makes it durable.
+//!
+//! # How a write becomes durable
+//!
+//! A write is a [`Proposal`] multicast `Safe` on the group. Every member
+//! applies it in the group's total order, appends it to its write-ahead log
+//! (group commit on a writer thread), and once the log is synced multicasts
+//! a [`Durable`] mark. A client is answered when a majority of the
+//! *configured* cluster, among the members of the current view, has marked
+//! the write's index durable. Linearizable reads go through a `Barrier`
+//! command and are answered at the committed revision, so a read never shows
+//! a write that a crash of the whole cluster could lose.
+//!
+//! # How a cluster comes back
+//!
+//! A group that is created (rather than joined) starts *recovering*: every
+//! member reports its last (epoch, index) and the highest epoch it promised.
+//! Once a majority of the configured cluster has reported, the members agree
+//! (everything here is in the group's total order) on a new epoch above
+//! every promise and on the member with the highest (last epoch, index);
+//! each member durably promises the epoch, the chosen member multicasts its
+//! state, and when that state and a majority of promises are delivered,
+//! every member adopts the state and the group serves in the new epoch.
+//! Any acknowledged write was durable on a majority, so the reporting
+//! majority holds it, and (epoch, index) ordering picks a state that has it:
+//! the argument of Raft's election restriction, with the group's total order
+//! in place of votes. A joiner of a serving group takes the group's state
+//! and replaces its own log with it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::Status;
+use tracing::{debug, error, info, warn};
+use troupe::{Event, Group, GroupHandle, Ordering};
+use troupe_core::{MemberId, View};
+use troupe_store::{FsyncPolicy, Store, StoreOptions, StoreSizes};
+
+use crate::config::{member_id, ServeConfig};
+use crate::machine::{Barrier, Command, KvError, LeaseRevoke, Machine, Op, Output};
+use crate::mvcc::KeyRange;
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, WatchResponse};
+use crate::pb::mvccpb;
+use crate::wire::{
+    Accept, Adopt, Durable, GroupState, HardState, LogEntry, Msg, Persisted, Proposal, Refresh,
+    Refuse, Report, Wire,
+};
+
+/// Watch responses queued per watch stream before the watch is cancelled as
+/// too slow.
+pub const WATCH_QUEUE: usize = 1024;
+
+/// How often lease clocks and group health are looked at.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A group without a majority of the configured cluster for this long (plus
+/// a rank-based stagger) is abandoned and the member forms or joins another.
+const ALONE_MAX: Duration = Duration::from_secs(4);
+
+/// Unavailable, as etcd says it, so that clients move to another endpoint.
+pub fn unavailable() -> Status {
+    Status::unavailable("etcdserver: no leader")
+}
+
+/// A watch as a client created it.
+pub struct WatchSpec {
+    /// The keys.
+    pub range: KeyRange,
+    /// First revision wanted (0: from now on).
+    pub start_revision: i64,
+    /// Send the previous version with each event.
+    pub prev_kv: bool,
+    /// Leave out puts.
+    pub no_put: bool,
+    /// Leave out deletes.
+    pub no_delete: bool,
+    /// The id the stream gave it.
+    pub watch_id: i64,
+    /// The stream it belongs to.
+    pub stream: u64,
+    /// Where its responses go.
+    pub tx: mpsc::Sender<Result<WatchResponse, Status>>,
+}
+
+/// What the member's status shows.
+#[derive(Clone, Debug, Default)]
+pub struct StatusInfo {
+    /// The member's etcd id.
+    pub member_id: u64,
+    /// The leader's etcd id (the group's coordinator), 0 if none.
+    pub leader: u64,
+    /// Names of the members in the current view.
+    pub view: Vec<String>,
+    /// Recovering, adopting or serving.
+    pub phase: &'static str,
+    /// The epoch (etcd's raft term).
+    pub epoch: u64,
+    /// Index of the last applied entry.
+    pub applied: u64,
+    /// Index known durable on a majority.
+    pub committed: u64,
+    /// The revision.
+    pub revision: i64,
+    /// Sizes on disk.
+    pub sizes: StoreSizes,
+}
+
+/// A request from the server to the member.
+pub enum Request {
+    /// Order and apply a command; answered once it is durable on a majority.
+    Propose {
+        /// The command.
+        cmd: Command,
+        /// The output and the revision after it.
+        reply: oneshot::Sender<Result<(Output, ResponseHeader), Status>>,
+    },
+    /// A read.
+    Range {
+        /// The read.
+        req: RangeRequest,
+        /// Its answer.
+        reply: oneshot::Sender<Result<RangeResponse, Status>>,
+    },
+    /// A lease keep-alive.
+    KeepAlive {
+        /// The lease.
+        id: i64,
+        /// Its TTL, or NotFound.
+        reply: oneshot::Sender<Result<i64, Status>>,
+    },
+    /// A lease's remaining time.
+    TimeToLive {
+        /// The lease.
+        id: i64,
+        /// (remaining, granted, keys), or None if it does not exist.
+        reply: oneshot::Sender<Result<(i64, i64, Vec<Bytes>, i64), Status>>,
+    },
+    /// Every lease.
+    Leases {
+        /// Their ids and the revision.
+        reply: oneshot::Sender<Result<(Vec<i64>, i64), Status>>,
+    },
+    /// A new watch.
+    Watch(Box<WatchSpec>),
+    /// A watch cancelled by its client.
+    CancelWatch {
+        /// Its stream.
+        stream: u64,
+        /// Its id.
+        watch_id: i64,
+    },
+    /// A watch stream closed.
+    CloseStream {
+        /// The stream.
+        stream: u64,
+    },
+    /// The committed revision, for progress notifications.
+    Revision {
+        /// The revision.
+        reply: oneshot::Sender<i64>,
+    },
+    /// The member's status.
+    Status {
+        /// The status.
+        reply: oneshot::Sender<StatusInfo>,
+    },
+}
+
+/// What the writer thread reports.
+enum WriterReport {
+    /// Entries up to `index` are synced (in writer generation `gen`).
+    Synced { gen: u64, index: u64 },
+    /// The hard state is on disk.
+    Promised { epoch: u64 },
+    /// The store's sizes after a change.
+    Sizes(StoreSizes),
+    /// The disk failed: the member cannot go on.
+    Failed(String),
+}
+
+enum WriterCmd {
+    Append { index: u64, data: Vec<u8> },
+    Reset { gen: u64, index: u64, data: Vec<u8> },
+    Promise { epoch: u64 },
+    Snapshot { index: u64, data: Vec<u8> },
+}
+
+/// The writer thread: group commit of the log.
+fn writer(mut store: Store, rx: std_mpsc::Receiver<WriterCmd>, out: mpsc::UnboundedSender<WriterReport>) {
+    let mut gen = 0u64;
+    let fail = |out: &mpsc::UnboundedSender<WriterReport>, e: troupe_store::StoreError| {
+        let _ = out.send(WriterReport::Failed(e.to_string()));
+    };
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut appended = false;
+        for cmd in batch {
+            let r = match cmd {
+                WriterCmd::Append { index, data } => {
+                    appended = true;
+                    store.append(index, &data)
+                }
+                WriterCmd::Reset { gen: g, index, data } => {
+                    appended = false;
+                    gen = g;
+                    let r = store.reset(index, &data);
+                    if r.is_ok() {
+                        let _ = out.send(WriterReport::Synced { gen, index });
+                        let _ = out.send(WriterReport::Sizes(store.sizes()));
+                    }
+                    r
+                }
+                WriterCmd::Promise { epoch } => {
+                    let r = store.sync().and_then(|()| {
+                        store.save_meta(&HardState { promised: epoch }.encode_to_vec())
+                    });
+                    if r.is_ok() {
+                        let _ = out.send(WriterReport::Promised { epoch });
+                    }
+                    r
+                }
+                WriterCmd::Snapshot { index, data } => {
+                    let r = store
+                        .sync()
+                        .and_then(|()| store.save_snapshot(index, &data));
+                    if r.is_ok() {
+                        let _ = out.send(WriterReport::Sizes(store.sizes()));
+                    }
+                    r
+                }
+            };
+            if let Err(e) = r {
+                fail(&out, e);
+                return;
+            }
+        }
+        if appended {
+            if let Err(e) = store.sync() {
+                fail(&out, e);
+                return;
+            }
+            let _ = out.send(WriterReport::Synced {
+                gen,
+                index: store.synced_index(),
+            });
+        }
+    }
+}
+
+/// The local state loaded from disk.
+pub struct Loaded {
+    store: Store,
+    machine: Machine,
+    index: u64,
+    last_epoch: u64,
+    promised: u64,
+}
+
+/// A store that cannot be used: the member refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] troupe_store::StoreError),
+    /// A record passed its checksum but does not decode.
+    #[error("{what} in {dir} does not decode: {source}")]
+    Decode {
+        /// What.
+        what: &'static str,
+        /// The data directory.
+        dir: String,
+        /// Why.
+        source: prost::DecodeError,
+    },
+}
+
+/// Opens the data directory and replays it.
+pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
+    let opts = StoreOptions {
+        fsync: if cfg.fsync { FsyncPolicy::Always } else { FsyncPolicy::Never },
+        ..StoreOptions::default()
+    };
+    let (store, rec) = Store::open(&cfg.data_dir, opts)?;
+    let dir = cfg.data_dir.display().to_string();
+    if let Some(cut) = &rec.tail_cut {
+        warn!(file = %cut.file.display(), offset = cut.offset, bytes = cut.bytes_cut, reason = %cut.reason, "cut a torn log tail");
+    }
+    let decode_err = |what, source| LoadError::Decode { what, dir: dir.clone(), source };
+    let (mut machine, mut index, mut last_epoch) = match &rec.snapshot {
+        Some(s) => {
+            let p = Persisted::decode(s.data.as_slice()).map_err(|e| decode_err("the snapshot", e))?;
+            let m = Machine::decode(&p.machine).map_err(|e| decode_err("the snapshot", e))?;
+            (m, p.index, p.last_epoch)
+        }
+        None => (Machine::default(), 0, 0),
+    };
+    for e in &rec.entries {
+        let entry = LogEntry::decode(e.data.as_slice()).map_err(|err| decode_err("a log entry", err))?;
+        if let Some(cmd) = &entry.cmd {
+            machine.apply(cmd);
+        }
+        index = e.index;
+        last_epoch = entry.epoch;
+    }
+    let promised = match &rec.meta {
+        Some(m) => HardState::decode(m.as_slice()).map_err(|e| decode_err("the hard state", e))?.promised,
+        None => 0,
+    };
+    info!(dir = %dir, index, last_epoch, promised, revision = machine.mvcc.revision(), "recovered the data directory");
+    Ok(Loaded { store, machine, index, last_epoch, promised })
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    /// Not in a group.
+    Detached,
+    /// Gathering reports.
+    Recovering {
+        round: u64,
+        min_epoch: u64,
+        reports: BTreeMap<String, Report>,
+    },
+    /// Waiting for promises and the chosen state.
+    Adopting {
+        round: u64,
+        epoch: u64,
+        winner: String,
+        accepts: BTreeSet<String>,
+        state: Option<Bytes>,
+    },
+    /// Serving clients.
+    Serving { epoch: u64 },
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Result<(Output, ResponseHeader), Status>>,
+}
+
+struct Watcher {
+    spec: Box<WatchSpec>,
+}
+
+/// The member.
+pub struct Replica {
+    cfg: ServeConfig,
+    phase: Phase,
+    machine: Machine,
+    index: u64,
+    last_epoch: u64,
+    promised: u64,
+    /// Recovery round this member reported in.
+    reported: Option<u64>,
+    writer: std_mpsc::Sender<WriterCmd>,
+    gen: u64,
+    synced: u64,
+    sizes: StoreSizes,
+    snapshot_index: u64,
+    // The group.
+    handle: Option<GroupHandle>,
+    sender: Option<mpsc::Sender<(Ordering, Bytes)>>,
+    sender_task: Option<tokio::task::JoinHandle<()>>,
+    me: Option<MemberId>,
+    view: Option<View>,
+    view_names: Vec<String>,
+    alone_since: Option<Instant>,
+    origin: u64,
+    next_req: u64,
+    // Serving.
+    durable: BTreeMap<String, u64>,
+    committed: u64,
+    committed_rev: i64,
+    proposals: HashMap<u64, Waiter>,
+    awaiting_commit: BTreeMap<u64, (Waiter, Output, i64)>,
+    uncommitted: VecDeque<(u64, i64, Vec<mvccpb::Event>)>,
+    barrier: Option<u64>,
+    reads_next: Vec<(RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>)>,
+    reads_sent: Vec<(RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>)>,
+    reads_at: BTreeMap<u64, Vec<(RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>)>>,
+    watchers: HashMap<(u64, i64), Watcher>,
+    deadlines: HashMap<i64, Instant>,
+    revoking: BTreeSet<i64>,
+    refresh_waiters: HashMap<i64, Vec<oneshot::Sender<Result<i64, Status>>>>,
+    leader: bool,
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+impl Replica {
+    /// A member with the state loaded from disk, and its writer thread.
+    fn new(cfg: ServeConfig, loaded: Loaded) -> (Replica, mpsc::UnboundedReceiver<WriterReport>) {
+        let (wtx, wrx) = std_mpsc::channel();
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let sizes = loaded.store.sizes();
+        let synced = loaded.store.synced_index();
+        let snapshot_index = sizes.snapshot_index;
+        let store = loaded.store;
+        std::thread::Builder::new()
+            .name("troupe-kv-wal".into())
+            .spawn(move || writer(store, wrx, ptx))
+            .map_err(|e| error!(error = %e, "cannot start the log writer"))
+            .ok();
+        let rev = loaded.machine.mvcc.revision();
+        (
+            Replica {
+                cfg,
+                phase: Phase::Detached,
+                machine: loaded.machine,
+                index: loaded.index,
+                last_epoch: loaded.last_epoch,
+                promised: loaded.promised,
+                reported: None,
+                writer: wtx,
+                gen: 0,
+                synced,
+                sizes,
+                snapshot_index,
+                handle: None,
+                sender: None,
+                sender_task: None,
+                me: None,
+                view: None,
+                view_names: Vec::new(),
+                alone_since: None,
+                origin: random_u64(),
+                next_req: 1,
+                durable: BTreeMap::new(),
+                committed: 0,
+                committed_rev: rev,
+                proposals: HashMap::new(),
+                awaiting_commit: BTreeMap::new(),
+                uncommitted: VecDeque::new(),
+                barrier: None,
+                reads_next: Vec::new(),
+                reads_sent: Vec::new(),
+                reads_at: BTreeMap::new(),
+                watchers: HashMap::new(),
+                deadlines: HashMap::new(),
+                revoking: BTreeSet::new(),
+                refresh_waiters: HashMap::new(),
+                leader: false,
+            },
+            prx,
+        )
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Serving { epoch } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Detached => "detached",
+            Phase::Recovering { .. } => "recovering",
+            Phase::Adopting { .. } => "adopting",
+            Phase::Serving { .. } => "serving",
+        }
+    }
+
+    fn multicast(&self, ordering: Ordering, msg: Msg) {
+        if let Some(s) = &self.sender {
+            let bytes = Bytes::from(Wire { msg: Some(msg) }.encode_to_vec());
+            if s.try_send((ordering, bytes)).is_err() {
+                warn!("group send queue full; dropping a message (the request will time out)");
+            }
+        }
+    }
+
+    fn persisted(&self) -> Persisted {
+        Persisted {
+            index: self.index,
+            last_epoch: self.last_epoch,
+            machine: Bytes::from(self.machine.encode()),
+        }
+    }
+
+    // ----- attaching to a group -----
+
+    fn attach(&mut self, group: Group, created: bool) -> troupe::Events {
+        let (handle, events) = group.split();
+        let (tx, mut rx) = mpsc::channel::<(Ordering, Bytes)>(65_536);
+        let h = handle.clone();
+        self.sender_task = Some(tokio::spawn(async move {
+            while let Some((ord, bytes)) = rx.recv().await {
+                if h.send(ord, bytes).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        self.me = Some(handle.me());
+        self.handle = Some(handle);
+        self.sender = Some(tx);
+        self.origin = random_u64();
+        self.reported = None;
+        self.alone_since = Some(Instant::now());
+        if created {
+            self.phase = Phase::Recovering {
+                round: 1,
+                min_epoch: 0,
+                reports: BTreeMap::new(),
+            };
+        }
+        events
+    }
+
+    fn detach(&mut self) {
+        if let Some(t) = self.sender_task.take() {
+            t.abort();
+        }
+        self.sender = None;
+        self.handle = None;
+        self.me = None;
+        self.view = None;
+        self.view_names.clear();
+        self.phase = Phase::Detached;
+        self.durable.clear();
+        self.leader = false;
+        self.barrier = None;
+        for (_, w) in self.proposals.drain() {
+            let _ = w.reply.send(Err(unavailable()));
+        }
+        for (_, (w, _, _)) in std::mem::take(&mut self.awaiting_commit) {
+            let _ = w.reply.send(Err(unavailable()));
+        }
+        let reads = std::mem::take(&mut self.reads_next)
+            .into_iter()
+            .chain(std::mem::take(&mut self.reads_sent))
+            .chain(std::mem::take(&mut self.reads_at).into_values().flatten());
+        for (_, tx) in reads {
+            let _ = tx.send(Err(unavailable()));
+        }
+        for (_, ws) in self.refresh_waiters.drain() {
+            for tx in ws {
+                let _ = tx.send(Err(unavailable()));
+            }
+        }
+        // Watchers stay: they resume from the committed revision when the
+        // member serves again. Uncommitted events are dropped; the state
+        // that produced them is replaced when the member rejoins.
+        self.uncommitted.clear();
+        self.revoking.clear();
+    }
+
+    // ----- group events -----
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::View(v) => self.on_view(v),
+            Event::Deliver(d) => {
+                let Ok(w) = Wire::decode(d.payload.as_ref()) else {
+                    warn!(sender = %d.sender, "undecodable group message ignored");
+                    return;
+                };
+                let from_me = Some(d.sender) == self.me;
+                match w.msg {
+                    Some(Msg::Proposal(p)) => self.on_proposal(p),
+                    Some(Msg::Durable(m)) => self.on_durable(m),
+                    Some(Msg::Refresh(r)) => self.on_refresh(r, from_me),
+                    Some(Msg::Report(r)) => self.on_report(r),
+                    Some(Msg::Accept(a)) => self.on_accept(a),
+                    Some(Msg::Refuse(r)) => self.on_refuse(r),
+                    Some(Msg::Adopt(a)) => self.on_adopt(a),
+                    None => {}
+                }
+            }
+            Event::StateNeeded { view } => {
+                let state = self.group_state().encode_to_vec();
+                if let Some(h) = self.handle.clone() {
+                    tokio::spawn(async move {
+                        let _ = h.provide_state(view, state).await;
+                    });
+                }
+            }
+            Event::StateInstalled { snapshot, .. } => self.on_state(&snapshot),
+            Event::Query { id, .. } => {
+                if let Some(h) = self.handle.clone() {
+                    tokio::spawn(async move {
+                        let _ = h.reply(id, Bytes::new()).await;
+                    });
+                }
+            }
+            Event::Blocked | Event::QueryDone { .. } | Event::Exited(_) => {}
+        }
+    }
+
+    fn on_view(&mut self, v: View) {
+        self.view_names = v
+            .addrs
+            .iter()
+            .filter_map(|a| self.cfg.name_of(a).map(str::to_string))
+            .collect();
+        let names: BTreeSet<&String> = self.view_names.iter().collect();
+        self.durable.retain(|n, _| names.contains(n));
+        let was_leader = self.leader;
+        self.leader = v.members.first() == self.me.as_ref();
+        debug!(view = ?self.view_names, leader = self.leader, phase = self.phase_name(), "view");
+        self.view = Some(v);
+        if self.leader && !was_leader {
+            // A new lease keeper gives every lease a full TTL from now, as etcd
+            // does on a leader change: it cannot know the old keeper's clocks.
+            self.rebase_leases();
+        }
+        if let Phase::Adopting { round, epoch, winner, .. } = &self.phase {
+            if !names.contains(winner) {
+                info!(winner = %winner, "the chosen member left before its state was adopted; recovering again");
+                self.phase = Phase::Recovering {
+                    round: round + 1,
+                    min_epoch: *epoch,
+                    reports: BTreeMap::new(),
+                };
+            }
+        }
+        self.maybe_report();
+        self.recompute_commit();
+    }
+
+    fn group_state(&self) -> GroupState {
+        match &self.phase {
+            Phase::Detached => GroupState::default(),
+            Phase::Recovering { round, min_epoch, reports } => GroupState {
+                phase: 0,
+                round: *round,
+                min_epoch: *min_epoch,
+                reports: reports.values().cloned().collect(),
+                ..Default::default()
+            },
+            Phase::Adopting { round, epoch, winner, accepts, state } => GroupState {
+                phase: 1,
+                round: *round,
+                epoch: *epoch,
+                winner: winner.clone(),
+                accepts: accepts.iter().cloned().collect(),
+                state: state.clone(),
+                ..Default::default()
+            },
+            Phase::Serving { epoch } => GroupState {
+                phase: 2,
+                epoch: *epoch,
+                state: Some(Bytes::from(self.persisted().encode_to_vec())),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn on_state(&mut self, snapshot: &[u8]) {
+        let Ok(gs) = GroupState::decode(snapshot) else {
+            error!("undecodable group state from the group; leaving it");
+            self.phase = Phase::Detached;
+            return;
+        };
+        self.phase = match gs.phase {
+            0 => Phase::Recovering {
+                round: gs.round,
+                min_epoch: gs.min_epoch,
+                reports: gs.reports.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            },
+            1 => Phase::Adopting {
+                round: gs.round,
+                epoch: gs.epoch,
+                winner: gs.winner,
+                accepts: gs.accepts.into_iter().collect(),
+                state: gs.state,
+            },
+            _ => {
+                let Some(state) = gs.state else {
+                    error!("a serving group sent no state; leaving it");
+                    self.phase = Phase::Detached;
+                    return;
+                };
+                if !self.install(&state, gs.epoch) {
+                    self.phase = Phase::Detached;
+                    return;
+                }
+                Phase::Serving { epoch: gs.epoch }
+            }
+        };
+        info!(phase = self.phase_name(), index = self.index, "joined the group");
+        if let Phase::Adopting { round, epoch, .. } = self.phase {
+            self.promise(round, epoch);
+        }
+        self.maybe_report();
+        self.maybe_complete();
+    }
+
+    /// Replaces the local state and log with `state` (a [`Persisted`]).
+    fn install(&mut self, state: &Bytes, epoch: u64) -> bool {
+        let Ok(p) = Persisted::decode(state.as_ref()) else {
+            error!("undecodable state from the group");
+            return false;
+        };
+        let Ok(m) = Machine::decode(&p.machine) else {
+            error!("undecodable machine state from the group");
+            return false;
+        };
+        self.machine = m;
+        self.index = p.index;
+        self.last_epoch = p.last_epoch;
+        self.promised = self.promised.max(epoch);
+        self.gen += 1;
+        self.synced = 0;
+        self.snapshot_index = p.index;
+        let _ = self.writer.send(WriterCmd::Reset {
+            gen: self.gen,
+            index: p.index,
+            data: state.to_vec(),
+        });
+        let _ = self.writer.send(WriterCmd::Promise { epoch: self.promised });
+        self.committed = 0;
+        self.committed_rev = self.machine.mvcc.revision();
+        self.uncommitted.clear();
+        self.awaiting_commit.clear();
+        self.revoking.clear();
+        let now = Instant::now();
+        self.deadlines = self
+            .machine
+            .leases
+            .iter()
+            .map(|(id, l)| (*id, now + ttl_duration(l.ttl)))
+            .collect();
+        true
+    }
+
+    // ----- recovery -----
+
+    fn maybe_report(&mut self) {
+        let Phase::Recovering { round, .. } = self.phase else {
+            return;
+        };
+        if self.reported == Some(round) {
+            return;
+        }
+        self.reported = Some(round);
+        self.multicast(
+            Ordering::Safe,
+            Msg::Report(Report {
+                round,
+                name: self.cfg.name.clone(),
+                promised: self.promised,
+                last_epoch: self.last_epoch,
+                index: self.index,
+            }),
+        );
+    }
+
+    fn on_report(&mut self, r: Report) {
+        let majority = self.cfg.majority();
+        let Phase::Recovering { round, min_epoch, reports } = &mut self.phase else {
+            return;
+        };
+        if r.round != *round || !self.cfg.cluster.iter().any(|p| p.name == r.name) {
+            return;
+        }
+        reports.insert(r.name.clone(), r);
+        if reports.len() < majority {
+            return;
+        }
+        let epoch = reports.values().map(|r| r.promised).max().unwrap_or(0).max(*min_epoch) + 1;
+        // Highest (last epoch, index); the lowest name breaks ties.
+        let Some(winner) = reports
+            .values()
+            .max_by(|a, b| {
+                (a.last_epoch, a.index)
+                    .cmp(&(b.last_epoch, b.index))
+                    .then_with(|| b.name.cmp(&a.name))
+            })
+            .map(|r| r.name.clone())
+        else {
+            return;
+        };
+        let round = *round;
+        info!(epoch, winner = %winner, "recovery: reports from a majority; adopting");
+        self.phase = Phase::Adopting {
+            round,
+            epoch,
+            winner: winner.clone(),
+            accepts: BTreeSet::new(),
+            state: None,
+        };
+        self.promise(round, epoch);
+        if winner == self.cfg.name {
+            let state = Bytes::from(self.persisted().encode_to_vec());
+            self.multicast(Ordering::Safe, Msg::Adopt(Adopt { round, epoch, state }));
+        }
+    }
+
+    /// Promises `epoch` durably, then says so; or refuses.
+    fn promise(&mut self, round: u64, epoch: u64) {
+        if self.promised >= epoch {
+            self.multicast(
+                Ordering::Safe,
+                Msg::Refuse(Refuse {
+                    round,
+                    name: self.cfg.name.clone(),
+                    promised: self.promised,
+                }),
+            );
+            return;
+        }
+        self.promised = epoch;
+        let _ = self.writer.send(WriterCmd::Promise { epoch });
+    }
+
+    fn on_promised(&mut self, epoch: u64) {
+        if let Phase::Adopting { round, epoch: e, .. } = self.phase {
+            if e == epoch {
+                self.multicast(
+                    Ordering::Safe,
+                    Msg::Accept(Accept {
+                        round,
+                        name: self.cfg.name.clone(),
+                        epoch,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn on_accept(&mut self, a: Accept) {
+        if let Phase::Adopting { round, epoch, accepts, .. } = &mut self.phase {
+            if a.round == *round && a.epoch == *epoch {
+                accepts.insert(a.name);
+            }
+        }
+        self.maybe_complete();
+    }
+
+    fn on_refuse(&mut self, r: Refuse) {
+        let (round, floor) = match &self.phase {
+            Phase::Adopting { round, epoch, .. } => (*round, *epoch),
+            Phase::Recovering { round, min_epoch, .. } => (*round, *min_epoch),
+            _ => return,
+        };
+        if r.round != round {
+            return;
+        }
+        info!(name = %r.name, promised = r.promised, "recovery: a member promised a higher epoch; recovering again");
+        self.phase = Phase::Recovering {
+            round: round + 1,
+            min_epoch: floor.max(r.promised),
+            reports: BTreeMap::new(),
+        };
+        self.maybe_report();
+    }
+
+    fn on_adopt(&mut self, a: Adopt) {
+        if let Phase::Adopting { round, epoch, state, .. } = &mut self.phase {
+            if a.round == *round && a.epoch == *epoch {
+                *state = Some(a.state);
+            }
+        }
+        self.maybe_complete();
+    }
+
+    fn maybe_complete(&mut self) {
+        let majority = self.cfg.majority();
+        let Phase::Adopting { epoch, accepts, state: Some(state), .. } = &self.phase else {
+            return;
+        };
+        if accepts.len() < majority {
+            return;
+        }
+        let (epoch, state) = (*epoch, state.clone());
+        if !self.install(&state, epoch) {
+            self.phase = Phase::Detached;
+            return;
+        }
+        info!(epoch, index = self.index, revision = self.machine.mvcc.revision(), "serving");
+        self.phase = Phase::Serving { epoch };
+        self.recompute_commit();
+    }
+
+    // ----- serving -----
+
+    fn on_proposal(&mut self, p: Proposal) {
+        let Some(epoch) = self.epoch() else {
+            return;
+        };
+        let Some(cmd) = p.cmd else {
+            return;
+        };
+        self.index += 1;
+        self.last_epoch = epoch;
+        let (out, events) = self.machine.apply(&cmd);
+        let rev = self.machine.mvcc.revision();
+        match (&cmd.op, &out) {
+            (Some(Op::LeaseGrant(_)), Output::Granted { id, ttl }) => {
+                self.deadlines.insert(*id, Instant::now() + ttl_duration(*ttl));
+            }
+            (Some(Op::LeaseRevoke(r)), _) => {
+                self.deadlines.remove(&r.id);
+                self.revoking.remove(&r.id);
+            }
+            _ => {}
+        }
+        let _ = self.writer.send(WriterCmd::Append {
+            index: self.index,
+            data: LogEntry { epoch, cmd: Some(cmd) }.encode_to_vec(),
+        });
+        if !events.is_empty() {
+            self.uncommitted.push_back((self.index, rev, events));
+        }
+        if p.origin == self.origin {
+            if self.barrier == Some(p.req) {
+                self.barrier = None;
+                let reads = std::mem::take(&mut self.reads_sent);
+                if !reads.is_empty() {
+                    self.reads_at.entry(self.index).or_default().extend(reads);
+                }
+                self.send_barrier();
+            } else if let Some(w) = self.proposals.remove(&p.req) {
+                self.awaiting_commit.insert(self.index, (w, out, rev));
+            }
+        }
+        if self.index.saturating_sub(self.snapshot_index) >= self.cfg.snapshot_entries {
+            self.snapshot_index = self.index;
+            let _ = self.writer.send(WriterCmd::Snapshot {
+                index: self.index,
+                data: self.persisted().encode_to_vec(),
+            });
+        }
+        self.recompute_commit();
+    }
+
+    fn on_synced(&mut self, gen: u64, index: u64) {
+        if gen != self.gen {
+            return;
+        }
+        self.synced = self.synced.max(index);
+        if let Some(epoch) = self.epoch() {
+            self.multicast(
+                Ordering::Fifo,
+                Msg::Durable(Durable {
+                    name: self.cfg.name.clone(),
+                    epoch,
+                    index: self.synced,
+                }),
+            );
+        }
+    }
+
+    fn on_durable(&mut self, d: Durable) {
+        if self.epoch() != Some(d.epoch) {
+            return;
+        }
+        let e = self.durable.entry(d.name).or_insert(0);
+        *e = (*e).max(d.index);
+        self.recompute_commit();
+    }
+
+    fn recompute_commit(&mut self) {
+        if self.epoch().is_none() {
+            return;
+        }
+        let majority = self.cfg.majority();
+        let mut marks: Vec<u64> = self
+            .view_names
+            .iter()
+            .filter_map(|n| self.durable.get(n).copied())
+            .collect();
+        if marks.len() < majority {
+            return;
+        }
+        marks.sort_unstable_by(|a, b| b.cmp(a));
+        let c = marks[majority - 1].min(self.index);
+        if c <= self.committed {
+            return;
+        }
+        self.committed = c;
+        // Writes.
+        let later = self.awaiting_commit.split_off(&(c + 1));
+        for (_, (w, out, rev)) in std::mem::replace(&mut self.awaiting_commit, later) {
+            let _ = w.reply.send(Ok((out, self.header(rev))));
+        }
+        // Watch events, in order.
+        while let Some((i, rev, _)) = self.uncommitted.front() {
+            if *i > c {
+                break;
+            }
+            let rev = *rev;
+            if let Some((_, _, events)) = self.uncommitted.pop_front() {
+                self.committed_rev = self.committed_rev.max(rev);
+                self.dispatch(rev, &events);
+            }
+        }
+        // With no events pending up to `c`, the committed revision is the one at `c`.
+        if self.uncommitted.front().is_none_or(|(i, _, _)| *i > c) && c == self.index {
+            self.committed_rev = self.machine.mvcc.revision();
+        }
+        // Reads.
+        let later = self.reads_at.split_off(&(c + 1));
+        for (_, reads) in std::mem::replace(&mut self.reads_at, later) {
+            for (req, tx) in reads {
+                let _ = tx.send(self.read_at(&req, self.committed_rev));
+            }
+        }
+    }
+
+    fn read_at(&self, req: &RangeRequest, rev: i64) -> Result<RangeResponse, Status> {
+        if req.revision > rev {
+            return Err(KvError::from(crate::mvcc::MvccError::FutureRevision).status());
+        }
+        let mut r = self.machine.range(req, rev).map_err(|e| e.status())?;
+        r.header = Some(self.header(rev));
+        Ok(r)
+    }
+
+    /// The header of a response at revision `rev`.
+    pub fn header(&self, rev: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cfg.cluster_id(),
+            member_id: member_id(&self.cfg.name),
+            revision: rev,
+            raft_term: self.epoch().unwrap_or(self.promised),
+        }
+    }
+
+    fn send_barrier(&mut self) {
+        if self.barrier.is_some() || self.reads_next.is_empty() || self.epoch().is_none() {
+            return;
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        self.barrier = Some(req);
+        self.reads_sent = std::mem::take(&mut self.reads_next);
+        self.multicast(
+            Ordering::Safe,
+            Msg::Proposal(Proposal {
+                origin: self.origin,
+                req,
+                cmd: Some(Command { op: Some(Op::Barrier(Barrier {})) }),
+            }),
+        );
+    }
+
+    fn propose(&mut self, cmd: Command, waiter: Option<Waiter>) {
+        let req = self.next_req;
+        self.next_req += 1;
+        if let Some(w) = waiter {
+            self.proposals.insert(req, w);
+        }
+        self.multicast(
+            Ordering::Safe,
+            Msg::Proposal(Proposal {
+                origin: self.origin,
+                req,
+                cmd: Some(cmd),
+            }),
+        );
+    }
+
+    // ----- leases -----
+
+    fn rebase_leases(&mut self) {
+        let now = Instant::now();
+        for (id, l) in &self.machine.leases {
+            self.deadlines.insert(*id, now + ttl_duration(l.ttl));
+        }
+    }
+
+    fn on_refresh(&mut self, r: Refresh, from_me: bool) {
+        if let Some(l) = self.machine.leases.get(&r.lease) {
+            let ttl = l.ttl;
+            self.deadlines.insert(r.lease, Instant::now() + ttl_duration(ttl));
+            if from_me {
+                for tx in self.refresh_waiters.remove(&r.lease).unwrap_or_default() {
+                    let _ = tx.send(Ok(ttl));
+                }
+            }
+        } else if from_me {
+            for tx in self.refresh_waiters.remove(&r.lease).unwrap_or_default() {
+                let _ = tx.send(Err(KvError::LeaseNotFound.status()));
+            }
+        }
+    }
+
+    fn on_tick(&mut self) -> bool {
+        let now = Instant::now();
+        // Group health: a member of a group without a majority of the cluster
+        // for too long goes and finds the majority.
+        let healthy = self.view_names.len() >= self.cfg.majority();
+        if healthy {
+            self.alone_since = None;
+        } else {
+            let since = *self.alone_since.get_or_insert(now);
+            let stagger = Duration::from_millis(700 * self.cfg.rank() as u64);
+            if now.duration_since(since) > ALONE_MAX + stagger {
+                return false;
+            }
+        }
+        // Lease expiry, by the keeper (the coordinator).
+        if self.leader && self.epoch().is_some() {
+            let expired: Vec<i64> = self
+                .deadlines
+                .iter()
+                .filter(|(id, d)| **d <= now && !self.revoking.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                debug!(lease = id, "lease expired; revoking");
+                self.revoking.insert(id);
+                self.propose(
+                    Command {
+                        op: Some(Op::LeaseRevoke(LeaseRevoke { id, expired: true })),
+                    },
+                    None,
+                );
+            }
+        }
+        true
+    }
+
+    // ----- requests -----
+
+    fn on_request(&mut self, r: Request) {
+        match r {
+            Request::Propose { cmd, reply } => {
+                if self.epoch().is_none() {
+                    let _ = reply.send(Err(unavailable()));
+                    return;
+                }
+                self.propose(cmd, Some(Waiter { reply }));
+            }
+            Request::Range { req, reply } => {
+                if req.serializable {
+                    let rev = if self.epoch().is_some() {
+                        self.committed_rev
+                    } else {
+                        self.machine.mvcc.revision()
+                    };
+                    let _ = reply.send(self.read_at(&req, rev));
+                    return;
+                }
+                if self.epoch().is_none() {
+                    let _ = reply.send(Err(unavailable()));
+                    return;
+                }
+                if self.cfg.mutant_stale_reads {
+                    let rev = self.machine.mvcc.revision();
+                    let _ = reply.send(self.read_at(&req, rev));
+                    return;
+                }
+                self.reads_next.push((req, reply));
+                self.send_barrier();
+            }
+            Request::KeepAlive { id, reply } => {
+                if self.epoch().is_none() {
+                    let _ = reply.send(Err(unavailable()));
+                    return;
+                }
+                if !self.machine.leases.contains_key(&id) {
+                    let _ = reply.send(Err(KvError::LeaseNotFound.status()));
+                    return;
+                }
+                let first = !self.refresh_waiters.contains_key(&id);
+                self.refresh_waiters.entry(id).or_default().push(reply);
+                if first {
+                    self.multicast(Ordering::Fifo, Msg::Refresh(Refresh { lease: id }));
+                }
+            }
+            Request::TimeToLive { id, reply } => {
+                let rev = self.committed_rev;
+                let r = match self.machine.leases.get(&id) {
+                    None => Ok((-1, 0, Vec::new(), rev)),
+                    Some(l) => {
+                        let left = self
+                            .deadlines
+                            .get(&id)
+                            .map(|d| d.saturating_duration_since(Instant::now()).as_secs())
+                            .unwrap_or(0);
+                        Ok((
+                            i64::try_from(left).unwrap_or(i64::MAX),
+                            l.ttl,
+                            l.keys.iter().cloned().collect(),
+                            rev,
+                        ))
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Request::Leases { reply } => {
+                let _ = reply.send(Ok((self.machine.leases.keys().copied().collect(), self.committed_rev)));
+            }
+            Request::Watch(spec) => self.add_watch(spec),
+            Request::CancelWatch { stream, watch_id } => {
+                if let Some(w) = self.watchers.remove(&(stream, watch_id)) {
+                    let _ = w.spec.tx.try_send(Ok(WatchResponse {
+                        header: Some(self.header(self.committed_rev)),
+                        watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    }));
+                }
+            }
+            Request::CloseStream { stream } => self.watchers.retain(|(s, _), _| *s != stream),
+            Request::Revision { reply } => {
+                let _ = reply.send(self.committed_rev);
+            }
+            Request::Status { reply } => {
+                let leader = self
+                    .view
+                    .as_ref()
+                    .filter(|_| self.epoch().is_some())
+                    .and_then(|v| v.addrs.first())
+                    .and_then(|a| self.cfg.name_of(a))
+                    .map(member_id)
+                    .unwrap_or(0);
+                let _ = reply.send(StatusInfo {
+                    member_id: member_id(&self.cfg.name),
+                    leader,
+                    view: self.view_names.clone(),
+                    phase: self.phase_name(),
+                    epoch: self.epoch().unwrap_or(0),
+                    applied: self.index,
+                    committed: self.committed,
+                    revision: self.machine.mvcc.revision(),
+                    sizes: self.sizes.clone(),
+                });
+            }
+        }
+    }
+
+    fn add_watch(&mut self, spec: Box<WatchSpec>) {
+        let rev = self.committed_rev;
+        let created = WatchResponse {
+            header: Some(self.header(rev)),
+            watch_id: spec.watch_id,
+            created: true,
+            ..Default::default()
+        };
+        if spec.tx.try_send(Ok(created)).is_err() {
+            return;
+        }
+        if spec.start_revision > 0 && spec.start_revision <= rev {
+            match self
+                .machine
+                .mvcc
+                .events_between(&spec.range, spec.start_revision, rev, spec.prev_kv)
+            {
+                Err(_) => {
+                    let _ = spec.tx.try_send(Ok(WatchResponse {
+                        header: Some(self.header(rev)),
+                        watch_id: spec.watch_id,
+                        canceled: true,
+                        compact_revision: self.machine.mvcc.compacted(),
+                        cancel_reason: "etcdserver: mvcc: required revision has been compacted".into(),
+                        ..Default::default()
+                    }));
+                    return;
+                }
+                Ok(events) => {
+                    let events = filter_events(&spec, events);
+                    if !events.is_empty() {
+                        let _ = spec.tx.try_send(Ok(WatchResponse {
+                            header: Some(self.header(rev)),
+                            watch_id: spec.watch_id,
+                            events,
+                            ..Default::default()
+                        }));
+                    }
+                }
+            }
+        }
+        self.watchers.insert((spec.stream, spec.watch_id), Watcher { spec });
+    }
+
+    fn dispatch(&mut self, rev: i64, events: &[mvccpb::Event]) {
+        let header = self.header(rev);
+        let mut slow = Vec::new();
+        for (k, w) in &self.watchers {
+            if w.spec.start_revision > rev {
+                continue;
+            }
+            let mine: Vec<mvccpb::Event> = events
+                .iter()
+                .filter(|e| e.kv.as_ref().is_some_and(|kv| w.spec.range.contains(&kv.key)))
+                .cloned()
+                .collect();
+            let mine = filter_events(&w.spec, mine);
+            if mine.is_empty() {
+                continue;
+            }
+            let resp = WatchResponse {
+                header: Some(header.clone()),
+                watch_id: w.spec.watch_id,
+                events: mine,
+                ..Default::default()
+            };
+            if w.spec.tx.try_send(Ok(resp)).is_err() {
+                slow.push(*k);
+            }
+        }
+        for k in slow {
+            if let Some(w) = self.watchers.remove(&k) {
+                warn!(watch = k.1, "watcher too slow; cancelling it");
+                let _ = w.spec.tx.try_send(Ok(WatchResponse {
+                    header: Some(header.clone()),
+                    watch_id: w.spec.watch_id,
+                    canceled: true,
+                    cancel_reason: "troupe: watcher too slow".into(),
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+}
+
+fn filter_events(spec: &WatchSpec, events: Vec<mvccpb::Event>) -> Vec<mvccpb::Event> {
+    events
+        .into_iter()
+        .filter(|e| {
+            let put = e.r#type == mvccpb::event::EventType::Put as i32;
+            !(put && spec.no_put || !put && spec.no_delete)
+        })
+        .map(|mut e| {
+            if !spec.prev_kv {
+                e.prev_kv = None;
+            }
+            e
+        })
+        .collect()
+}
+
+fn ttl_duration(ttl: i64) -> Duration {
+    Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
+}
+
+/// Joins the cluster's group through the other members, or creates it after
+/// a wait that grows with this member's rank, so that after a restart of the
+/// whole cluster the lowest-ranked live member is the one that creates it.
+async fn form_group(cfg: &ServeConfig) -> (Group, bool) {
+    let contacts: Vec<String> = cfg
+        .cluster
+        .iter()
+        .filter(|p| p.name != cfg.name)
+        .map(|p| p.addr.clone())
+        .collect();
+    let group_name = format!("troupe-kv:{:x}", cfg.cluster_id());
+    let rank = cfg.rank() as u64;
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let join_wait = Duration::from_millis(1000 + 800 * rank + (random_u64() % 400));
+        let builder = |join: bool| {
+            let b = Group::builder(group_name.clone())
+                .listen(cfg.listen_peer.clone())
+                .advertise(cfg.advertise_peer.clone())
+                .suspect_timeout(cfg.suspect_timeout)
+                .heartbeat_interval(cfg.suspect_timeout / 5)
+                .join_timeout(join_wait);
+            if join {
+                b.join(contacts.clone())
+            } else {
+                b
+            }
+        };
+        if !contacts.is_empty() {
+            match builder(true).start().await {
+                Ok(g) => return (g, false),
+                Err(e) => debug!(attempt, error = %e, "no group to join"),
+            }
+        }
+        // The listener of the failed attempt closes asynchronously.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match builder(false).start().await {
+            Ok(g) => {
+                info!(attempt, "created the group");
+                return (g, true);
+            }
+            Err(e) => {
+                warn!(attempt, error = %e, "cannot create the group; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Runs the member until `requests` closes.
+pub async fn run(cfg: ServeConfig, loaded: Loaded, mut requests: mpsc::Receiver<Request>) {
+    let (mut r, mut persisted) = Replica::new(cfg.clone(), loaded);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Form or join a group, answering clients (Unavailable) meanwhile.
+        let form = form_group(&cfg);
+        tokio::pin!(form);
+        let (group, created) = loop {
+            tokio::select! {
+                g = &mut form => break g,
+                req = requests.recv() => match req {
+                    Some(req) => r.on_request(req),
+                    None => return,
+                },
+                p = persisted.recv() => if !r.on_persisted(p) { return },
+            }
+        };
+        let mut events = r.attach(group, created);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(Event::Exited(reason)) => {
+                        warn!(?reason, "left the group");
+                        break;
+                    }
+                    Some(ev) => r.on_event(ev),
+                    None => break,
+                },
+                req = requests.recv() => match req {
+                    Some(req) => r.on_request(req),
+                    None => return,
+                },
+                p = persisted.recv() => if !r.on_persisted(p) { return },
+                _ = tick.tick() => if !r.on_tick() {
+                    warn!("no majority of the cluster in this group for too long; looking for it");
+                    break;
+                },
+            }
+        }
+        r.detach();
+        drop(events);
+    }
+}
+
+impl Replica {
+    fn on_persisted(&mut self, p: Option<WriterReport>) -> bool {
+        match p {
+            None => false,
+            Some(WriterReport::Synced { gen, index }) => {
+                self.on_synced(gen, index);
+                true
+            }
+            Some(WriterReport::Promised { epoch }) => {
+                self.on_promised(epoch);
+                true
+            }
+            Some(WriterReport::Sizes(s)) => {
+                self.sizes = s;
+                true
+            }
+            Some(WriterReport::Failed(e)) => {
+                error!(error = %e, "the log cannot be written; stopping");
+                false
+            }
+        }
+    }
+}
