@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod node;
 mod procs;
+mod serve;
 mod sim;
 
 /// Reliable process groups with virtual synchrony.
@@ -26,6 +27,10 @@ enum Command {
     Node(node::NodeArgs),
     /// Measure throughput and latency against a raw TCP baseline, on 127.0.0.1.
     Bench(bench::BenchArgs),
+    /// One member of the coordination service, spoken to with the etcd v3 API.
+    Serve(serve::ServeArgs),
+    /// The coordination service's members: leader, epoch, index, revision, disk.
+    Status(serve::StatusArgs),
     /// One member process of `troupe bench` (started by the bench itself).
     #[command(hide = true)]
     BenchMember(bench::MemberArgs),
@@ -43,6 +48,8 @@ fn main() -> std::process::ExitCode {
         Command::DemoMember(args) => demo::run_member(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchMember(args) => bench::run_member(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Status(args) => serve::status(args),
     };
     match result {
         Ok(code) => code,

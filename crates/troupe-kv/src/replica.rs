@@ -89,7 +89,7 @@ pub struct WatchSpec {
 }
 
 /// What the member's status shows.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StatusInfo {
     /// The member's etcd id.
     pub member_id: u64,
@@ -605,7 +605,7 @@ impl Replica {
             .iter()
             .filter_map(|a| self.cfg.name_of(a).map(str::to_string))
             .collect();
-        let names: BTreeSet<&String> = self.view_names.iter().collect();
+        let names: BTreeSet<String> = self.view_names.iter().cloned().collect();
         self.durable.retain(|n, _| names.contains(n));
         let was_leader = self.leader;
         self.leader = v.members.first() == self.me.as_ref();

@@ -1,0 +1,249 @@
+//! `troupe serve`: one member of the coordination service, with etcd's
+//! flag names, and `troupe status`: the cluster as an operator sees it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use troupe_kv::config::{host_port, member_id, parse_cluster};
+use troupe_kv::pb::etcdserverpb::{
+    cluster_client::ClusterClient, maintenance_client::MaintenanceClient, MemberListRequest,
+    StatusRequest,
+};
+use troupe_kv::ServeConfig;
+
+/// Whether the data directory is new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    /// A new cluster (the data directory may still hold a previous run's data).
+    New,
+    /// Joining or restarting an existing cluster.
+    Existing,
+}
+
+/// etcd's flags where they apply.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// This member's name; it must appear in --initial-cluster.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Where the log and snapshots live [default: <name>.troupe].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where clients connect (the first URL is used).
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    listen_client_urls: String,
+    /// Client URLs this member tells others about [default: the listen URL].
+    #[arg(long)]
+    advertise_client_urls: Option<String>,
+    /// Where group traffic from other members arrives (the first URL is used).
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    listen_peer_urls: String,
+    /// This member's peer URL as the others reach it [default: the listen URL].
+    #[arg(long)]
+    initial_advertise_peer_urls: Option<String>,
+    /// Every member: name=peer-url,... [default: this member alone].
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// new or existing.
+    #[arg(long, value_enum, default_value = "new")]
+    initial_cluster_state: ClusterState,
+    /// Accepted for etcd compatibility; the cluster id comes from the members.
+    #[arg(long)]
+    initial_cluster_token: Option<String>,
+    /// Entries between two snapshots.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Do not fsync the log: a crash of the machine can lose acknowledged writes.
+    #[arg(long)]
+    unsafe_no_fsync: bool,
+    /// How long a silent member is waited for before it is excluded (ms).
+    #[arg(long, default_value_t = 1000)]
+    suspect_timeout_ms: u64,
+    /// Log filter (tracing's EnvFilter syntax; RUST_LOG wins).
+    #[arg(long, default_value = "info")]
+    log: String,
+    /// Test only: answer linearizable reads from local state (a stale-read
+    /// mutant that the linearizability checker must catch).
+    #[arg(long, hide = true)]
+    mutant_stale_reads: bool,
+}
+
+fn first_url(s: &str) -> Result<String> {
+    let first = s.split(',').next().unwrap_or_default().trim();
+    Ok(host_port(first)?)
+}
+
+fn config(a: &ServeArgs) -> Result<ServeConfig> {
+    let listen_peer = first_url(&a.listen_peer_urls)?;
+    let advertise_peer = match &a.initial_advertise_peer_urls {
+        Some(u) => first_url(u)?,
+        None => listen_peer.clone(),
+    };
+    let listen_client = first_url(&a.listen_client_urls)?;
+    let advertise_client: Vec<String> = a
+        .advertise_client_urls
+        .as_deref()
+        .unwrap_or(&a.listen_client_urls)
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let cluster = match &a.initial_cluster {
+        Some(c) => parse_cluster(c)?,
+        None => parse_cluster(&format!("{}=http://{advertise_peer}", a.name))?,
+    };
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.troupe", a.name)));
+    if a.snapshot_count == 0 {
+        bail!("--snapshot-count must be at least 1");
+    }
+    let cfg = ServeConfig {
+        name: a.name.clone(),
+        data_dir,
+        listen_client,
+        advertise_client,
+        listen_peer,
+        advertise_peer,
+        cluster,
+        existing: a.initial_cluster_state == ClusterState::Existing,
+        fsync: !a.unsafe_no_fsync,
+        suspect_timeout: Duration::from_millis(a.suspect_timeout_ms.max(10)),
+        snapshot_entries: a.snapshot_count,
+        mutant_stale_reads: a.mutant_stale_reads,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `troupe serve`.
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = config(&args)?;
+    if args.unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        tokio::select! {
+            r = troupe_kv::serve(cfg) => r.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `troupe status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Client URLs of the members to ask, comma-separated.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    endpoints: String,
+    /// One JSON object per member instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `troupe status`.
+pub fn status(args: StatusArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let mut names = std::collections::HashMap::new();
+        let mut rows = Vec::new();
+        let mut failed = 0;
+        for ep in args.endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let url = if ep.contains("://") { ep.to_string() } else { format!("http://{ep}") };
+            let ask = async {
+                let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(3))
+                    .connect()
+                    .await?;
+                let s = MaintenanceClient::new(channel.clone())
+                    .status(StatusRequest {})
+                    .await?
+                    .into_inner();
+                let m = ClusterClient::new(channel)
+                    .member_list(MemberListRequest { linearizable: false })
+                    .await?
+                    .into_inner();
+                anyhow::Ok((s, m))
+            };
+            match tokio::time::timeout(Duration::from_secs(5), ask).await {
+                Ok(Ok((s, m))) => {
+                    for mem in &m.members {
+                        names.insert(mem.id, mem.name.clone());
+                    }
+                    rows.push((ep.to_string(), Some(s)));
+                }
+                Ok(Err(e)) => {
+                    failed += 1;
+                    eprintln!("{ep}: {e:#}");
+                    rows.push((ep.to_string(), None));
+                }
+                Err(_) => {
+                    failed += 1;
+                    eprintln!("{ep}: no answer within 5 s");
+                    rows.push((ep.to_string(), None));
+                }
+            }
+        }
+        let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| format!("{id:x}"));
+        if !args.json {
+            println!(
+                "{:<24} {:<10} {:<10} {:>6} {:>10} {:>10} {:>12}  {}",
+                "ENDPOINT", "MEMBER", "LEADER", "EPOCH", "INDEX", "REVISION", "DISK", "STATE"
+            );
+        }
+        for (ep, s) in rows {
+            match s {
+                Some(s) => {
+                    let h = s.header.clone().unwrap_or_default();
+                    let state = if s.errors.is_empty() { "serving".to_string() } else { s.errors.join("; ") };
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "endpoint": ep, "member": name(h.member_id), "member_id": format!("{:x}", h.member_id),
+                                "leader": if s.leader == 0 { String::new() } else { name(s.leader) },
+                                "epoch": s.raft_term, "index": s.raft_index, "revision": h.revision,
+                                "db_bytes": s.db_size, "errors": s.errors, "version": s.version,
+                            })
+                        );
+                    } else {
+                        println!(
+                            "{:<24} {:<10} {:<10} {:>6} {:>10} {:>10} {:>12}  {}",
+                            ep,
+                            name(h.member_id),
+                            if s.leader == 0 { "-".into() } else { name(s.leader) },
+                            s.raft_term,
+                            s.raft_index,
+                            h.revision,
+                            s.db_size,
+                            state
+                        );
+                    }
+                }
+                None if args.json => println!("{}", serde_json::json!({"endpoint": ep, "error": "unreachable"})),
+                None => println!("{ep:<24} unreachable"),
+            }
+        }
+        let _ = member_id;
+        Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
