@@ -120,6 +120,8 @@
 //! pure functions over byte slices that return a [`DecodeError`] on any input
 //! they cannot accept, and never panic.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod format;
 mod store;

@@ -639,3 +639,26 @@ fn leftover_temporary_files_are_removed_and_foreign_files_kept() {
     assert!(!tmp.path().join("meta.tmp").exists());
     assert!(tmp.path().join("notes.txt").exists());
 }
+
+#[test]
+fn options_and_sizes_are_checked_before_anything_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    match Store::open(tmp.path(), opts(10)) {
+        Err(StoreError::Options { reason }) => {
+            assert!(reason.contains("segment_bytes"), "{reason}")
+        }
+        other => panic!("expected Options, got {:?}", other.map(|_| ())),
+    }
+    let (mut store, _) = Store::open(tmp.path(), opts(1 << 20)).expect("open");
+    let big = vec![0u8; troupe_store::format::META_BYTES_MAX + 1];
+    assert!(matches!(
+        store.save_meta(&big),
+        Err(StoreError::TooLarge { what: "meta", .. })
+    ));
+    let huge = vec![0u8; troupe_store::format::RECORD_PAYLOAD_MAX + 1];
+    assert!(matches!(
+        store.append(1, &huge),
+        Err(StoreError::TooLarge { what: "record", .. })
+    ));
+    assert_eq!(store.last_index(), 0, "a refused append changes nothing");
+}
