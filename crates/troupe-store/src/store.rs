@@ -302,6 +302,9 @@ struct LogPlan {
     cut: Option<TailCut>,
     /// The cut removes the whole (last) segment file.
     cut_removes_file: bool,
+    /// Segments holding only entries the snapshot covers, left by a
+    /// compaction that a crash interrupted: deleted without being read.
+    obsolete: Vec<PathBuf>,
 }
 
 impl Store {
@@ -405,6 +408,11 @@ impl Store {
                 "snapshot is damaged; recovering from the older snapshot"
             );
             rename(path, &aside)?;
+            dir_changed = true;
+        }
+        for path in &plan.obsolete {
+            info!(file = %path.display(), snapshot_index, "removing a segment the snapshot covers (finishing an interrupted compaction)");
+            remove(path)?;
             dir_changed = true;
         }
         let mut segments = plan.segments;
@@ -564,12 +572,25 @@ impl Store {
     }
 
     fn write_pending(&mut self) -> Result<(), StoreError> {
+        let always = self.opts.fsync == FsyncPolicy::Always;
         let pending = std::mem::take(&mut self.pending);
-        let mut touched: Vec<(File, PathBuf)> = Vec::with_capacity(pending.len());
         let mut created = false;
-        let mut active = self.active.take();
+        let mut current: Option<(File, PathBuf)> = self
+            .active
+            .take()
+            .zip(self.segments.last().map(|s| s.path.clone()));
+        let mut dirty = false;
         for p in pending {
-            let (mut file, path) = if p.create {
+            if p.create {
+                // Make the segment being left durable before the next one
+                // exists: recovery may then treat a bad record in any segment
+                // but the last as corruption, even after a power loss in the
+                // middle of this sync.
+                if let Some((file, path)) = &current {
+                    if always && dirty {
+                        file.sync_data().map_err(|e| StoreError::io(path, e))?;
+                    }
+                }
                 let path = self.dir.join(segment_file_name(p.first_index));
                 let file = OpenOptions::new()
                     .create_new(true)
@@ -582,35 +603,25 @@ impl Store {
                     bytes: 0,
                 });
                 created = true;
-                (file, path)
-            } else {
-                let seg = self
-                    .segments
-                    .last()
-                    .filter(|s| s.first_index == p.first_index)
-                    .ok_or_else(|| {
-                        StoreError::io(
-                            &self.dir,
-                            std::io::Error::other("no active segment to append to"),
-                        )
-                    })?;
-                let file = active.take().ok_or_else(|| {
-                    StoreError::io(
-                        &seg.path,
-                        std::io::Error::other("active segment is not open"),
-                    )
-                })?;
-                (file, seg.path.clone())
+                current = Some((file, path));
+            }
+            let seg = self
+                .segments
+                .last_mut()
+                .filter(|s| s.first_index == p.first_index);
+            let (Some(seg), Some((file, path))) = (seg, current.as_mut()) else {
+                return Err(StoreError::io(
+                    &self.dir,
+                    std::io::Error::other("internal: no open segment for pending records"),
+                ));
             };
             file.write_all(&p.buf)
-                .map_err(|e| StoreError::io(&path, e))?;
-            if let Some(seg) = self.segments.last_mut() {
-                seg.bytes += p.buf.len() as u64;
-            }
-            touched.push((file, path));
+                .map_err(|e| StoreError::io(&*path, e))?;
+            seg.bytes += p.buf.len() as u64;
+            dirty = true;
         }
-        if self.opts.fsync == FsyncPolicy::Always {
-            for (file, path) in &touched {
+        if always {
+            if let Some((file, path)) = &current {
                 file.sync_data().map_err(|e| StoreError::io(path, e))?;
             }
             if created {
@@ -618,7 +629,7 @@ impl Store {
                 sync_dir(&self.dir)?;
             }
         }
-        self.active = touched.pop().map(|(f, _)| f);
+        self.active = current.map(|(f, _)| f);
         self.synced_index = self.last_index;
         Ok(())
     }
@@ -808,7 +819,18 @@ fn check_log(
     let mut cut = None;
     let mut cut_removes_file = false;
     let count = listing.segments.len();
-    for (i, (&name_index, path)) in listing.segments.iter().enumerate() {
+    // Segment i holds indices first_i..first_{i+1}; every segment before the
+    // last one starting at or before snapshot_index + 1 holds only entries the
+    // snapshot covers. `save_snapshot` deletes those, oldest first, but without
+    // an fsync of the directory per deletion a power loss can leave any subset:
+    // they are neither read nor required to be contiguous.
+    let start = listing
+        .segments
+        .keys()
+        .rposition(|&first| first <= snapshot_index.saturating_add(1))
+        .unwrap_or(0);
+    let obsolete: Vec<PathBuf> = listing.segments.values().take(start).cloned().collect();
+    for (i, (&name_index, path)) in listing.segments.iter().enumerate().skip(start) {
         let is_last = i + 1 == count;
         let bytes = read_file(path)?;
         let expected_first = last.map_or(name_index, |l| l + 1);
@@ -954,6 +976,7 @@ fn check_log(
         segments,
         entries,
         last,
+        obsolete,
         cut,
         cut_removes_file,
     })
