@@ -12,7 +12,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use troupe_store::{FsyncPolicy, Store, StoreOptions};
+use std::path::{Path, PathBuf};
+
+use troupe_store::{decode_segment, FsyncPolicy, Store, StoreOptions};
 
 const CHILD_ENV: &str = "TROUPE_STORE_CRASH_DIR";
 /// Kill/reopen cycles. Each takes well under a second.
@@ -75,12 +77,45 @@ fn lcg(state: &mut u64) -> u64 {
     *state >> 33
 }
 
+/// Truncates the last segment at a random byte inside a record written after
+/// the last acknowledged index, if there is one. Returns the file and the
+/// length it was cut to.
+fn tear_unacknowledged(dir: &Path, acked: u64, rng: &mut u64) -> Option<(PathBuf, u64)> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segments.sort();
+    let last = segments.pop()?;
+    let bytes = std::fs::read(&last).expect("read");
+    let decoded = decode_segment(&bytes).ok()?;
+    let first_unacked = decoded.records.iter().find(|r| r.index > acked)?;
+    let from = first_unacked.offset + 1;
+    let len = bytes.len() as u64;
+    if from >= len {
+        return None;
+    }
+    let at = from + lcg(rng) % (len - from);
+    // Only cut inside a record, so that recovery has something to report.
+    if decoded.records.iter().any(|r| r.offset == at) {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .and_then(|f| f.set_len(at))
+        .expect("truncate");
+    Some((last, at))
+}
+
 fn parent() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let exe = std::env::current_exe().expect("current_exe");
     let mut rng = 0x5eed_u64;
     let mut total_cuts = 0;
+    let mut total_tears = 0;
     let mut acked_max = 0u64;
     let started = Instant::now();
     for round in 0..ROUNDS {
@@ -117,7 +152,31 @@ fn parent() {
             note(&line.expect("line"), &mut synced_max, &mut meta_max);
         }
 
+        // Every other round, also lose part of what was written but never
+        // acknowledged, as a power loss could: tear the last segment at a
+        // random byte after the last acknowledged record.
+        let mut torn_at = None;
+        if round % 2 == 1 {
+            torn_at = tear_unacknowledged(&dir, synced_max, &mut rng);
+        }
+
         let (store, rec) = Store::open(&dir, opts()).expect("reopen after kill");
+        if let Some(at) = torn_at {
+            total_tears += 1;
+            let (file, len) = at;
+            let cut = rec.tail_cut.as_ref().unwrap_or_else(|| {
+                panic!(
+                    "round {round}: tore {} at {len}, no cut reported",
+                    file.display()
+                )
+            });
+            assert_eq!(cut.file, file, "round {round}");
+            assert!(
+                cut.offset < len,
+                "round {round}: cut at a record start before the tear"
+            );
+            assert_eq!(cut.offset + cut.bytes_cut, len, "round {round}");
+        }
         let snap_index = rec.snapshot.as_ref().map_or(0, |s| s.index);
         if let Some(s) = &rec.snapshot {
             assert_eq!(
@@ -171,7 +230,8 @@ fn parent() {
         acked_max = synced_max;
     }
     println!(
-        "crash test: {ROUNDS} SIGKILLs, {total_cuts} torn tails cut, every acknowledged index recovered ({acked_max} entries, {:.1?})",
+        "crash test: {ROUNDS} SIGKILLs, {total_tears} simulated power-loss tears, {total_cuts} torn tails cut, \
+         every acknowledged index recovered ({acked_max} entries, {:.1?})",
         started.elapsed()
     );
 }

@@ -685,3 +685,12 @@ fn segments_left_by_an_interrupted_compaction_are_removed_even_with_gaps() {
     assert_eq!(segments_of(tmp.path()), kept);
     assert_eq!(store.sizes().wal_segments, kept.len());
 }
+
+#[test]
+fn the_store_and_its_error_can_move_to_the_service_thread() {
+    fn send<T: Send + 'static>() {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    send::<Store>();
+    send::<Recovered>();
+    error::<StoreError>();
+}
