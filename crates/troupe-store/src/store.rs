@@ -491,7 +491,7 @@ impl Store {
         debug_assert!(plan
             .entries
             .first()
-            .is_none_or(|e| e.index == snapshot_index + 1));
+            .is_none_or(|e| Some(e.index) == snapshot_index.checked_add(1)));
         debug_assert!(plan.entries.last().is_none_or(|e| e.index == last_index));
         let recovered = Recovered {
             snapshot,
@@ -506,7 +506,14 @@ impl Store {
     /// `index` must be `last_index() + 1`.
     pub fn append(&mut self, index: u64, data: &[u8]) -> Result<(), StoreError> {
         self.check_poisoned()?;
-        let expected = self.last_index + 1;
+        // Indices come from the caller and from disk: no arithmetic may panic.
+        let expected = self.last_index.saturating_add(1);
+        if self.last_index == u64::MAX {
+            return Err(StoreError::OutOfOrder {
+                expected: u64::MAX,
+                got: index,
+            });
+        }
         if index != expected {
             return Err(StoreError::OutOfOrder {
                 expected,
@@ -833,7 +840,7 @@ fn check_log(
     for (i, (&name_index, path)) in listing.segments.iter().enumerate().skip(start) {
         let is_last = i + 1 == count;
         let bytes = read_file(path)?;
-        let expected_first = last.map_or(name_index, |l| l + 1);
+        let expected_first = last.map_or(name_index, |l| l.saturating_add(1));
         let decoded = match decode_segment(&bytes) {
             Ok(d) => d,
             Err(e) => {
@@ -873,7 +880,7 @@ fn check_log(
             ));
         }
         if let Some(l) = last {
-            if decoded.first_index != l + 1 {
+            if Some(decoded.first_index) != l.checked_add(1) {
                 return Err(StoreError::corrupt(
                     path,
                     8,
@@ -947,14 +954,14 @@ fn check_log(
                 format!(" (the newer snapshot {} is damaged: {e})", p.display())
             })
         };
-        if first.first_index > snapshot_index + 1 {
+        if first.first_index > snapshot_index.saturating_add(1) {
             return Err(StoreError::corrupt(
                 &first.path,
                 8,
                 format!(
                     "the log starts at index {} but the snapshot ends at index {snapshot_index}: entries {}..={} are missing{}",
                     first.first_index,
-                    snapshot_index + 1,
+                    snapshot_index.saturating_add(1),
                     first.first_index - 1,
                     why()
                 ),

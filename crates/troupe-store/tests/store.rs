@@ -694,3 +694,26 @@ fn the_store_and_its_error_can_move_to_the_service_thread() {
     send::<Recovered>();
     error::<StoreError>();
 }
+
+#[test]
+fn extreme_indices_give_errors_not_panics() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = Store::open(tmp.path(), opts(1 << 20)).expect("open");
+    store.reset(u64::MAX, b"end of time").expect("reset");
+    assert!(matches!(
+        store.append(0, b"x"),
+        Err(StoreError::OutOfOrder { .. })
+    ));
+    drop(store);
+    let (mut store, rec) = Store::open(tmp.path(), opts(1 << 20)).expect("reopen");
+    assert_eq!(rec.snapshot.map(|s| s.index), Some(u64::MAX));
+    assert!(matches!(
+        store.append(u64::MAX, b"x"),
+        Err(StoreError::OutOfOrder { .. })
+    ));
+    // A segment named with index 0 is refused, not trusted.
+    drop(store);
+    fs::write(tmp.path().join(segment_file_name(0)), b"").expect("write");
+    fs::write(tmp.path().join(segment_file_name(1)), b"").expect("write");
+    let _ = Store::open(tmp.path(), opts(1 << 20));
+}
