@@ -503,7 +503,8 @@ impl Store {
     }
 
     /// Buffers the entry `index` in memory; [`sync`](Store::sync) writes it.
-    /// `index` must be `last_index() + 1`.
+    /// `index` must be `last_index() + 1`. Entries not yet synced are lost if
+    /// the store is dropped (or the process dies) before the next `sync`.
     pub fn append(&mut self, index: u64, data: &[u8]) -> Result<(), StoreError> {
         self.check_poisoned()?;
         // Indices come from the caller and from disk: no arithmetic may panic.
