@@ -67,7 +67,11 @@ pub enum DecodeError {
         available: u64,
     },
     /// The file does not start with the expected magic bytes.
-    #[error("bad magic at byte offset {offset}: expected {expected:?}, found {found:?}")]
+    #[error(
+        "bad magic at byte offset {offset}: expected \"{}\", found \"{}\" (not a store file of this kind)",
+        expected.escape_ascii(),
+        found.escape_ascii()
+    )]
     Magic {
         /// Always 0: the magic opens the file.
         offset: u64,

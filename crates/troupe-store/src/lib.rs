@@ -80,8 +80,20 @@
 //!    gap between segments, a log that does not reach back to the snapshot or
 //!    does not reach up to it, a damaged meta file. Nothing is dropped silently.
 //!
-//! Leftover `*.tmp` files (writes interrupted before their rename) are deleted.
-//! Files the store does not own are ignored.
+//! Segments that hold only entries the snapshot covers (left when a crash
+//! interrupted the deletions after `save_snapshot`) are deleted without being
+//! read. Leftover `*.tmp` files (writes interrupted before their rename) are
+//! deleted. Files the store does not own are ignored.
+//!
+//! Why a bad record in a segment other than the last is never a torn write:
+//! when a `sync` crosses a roll-over, it fsyncs the segment it leaves before it
+//! creates the next one, so a newer segment exists only once the older one is
+//! complete on disk. The same reasoning cannot hold within the last segment: if
+//! a power loss in the middle of a `sync` persisted a later block of the batch
+//! but not an earlier one, recovery sees a bad record followed by a valid one
+//! and refuses to open, although nothing there was acknowledged. Recovery
+//! cannot tell that from damage to acknowledged data, and refusing is the safe
+//! side.
 //!
 //! # Files and formats
 //!
@@ -119,6 +131,8 @@
 //! The decoders ([`decode_segment`], [`decode_snapshot`], [`decode_meta`]) are
 //! pure functions over byte slices that return a [`DecodeError`] on any input
 //! they cannot accept, and never panic.
+
+#![warn(missing_docs)]
 
 mod error;
 pub mod format;

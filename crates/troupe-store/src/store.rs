@@ -302,6 +302,9 @@ struct LogPlan {
     cut: Option<TailCut>,
     /// The cut removes the whole (last) segment file.
     cut_removes_file: bool,
+    /// Segments holding only entries the snapshot covers, left by a
+    /// compaction that a crash interrupted: deleted without being read.
+    obsolete: Vec<PathBuf>,
 }
 
 impl Store {
@@ -407,6 +410,11 @@ impl Store {
             rename(path, &aside)?;
             dir_changed = true;
         }
+        for path in &plan.obsolete {
+            info!(file = %path.display(), snapshot_index, "removing a segment the snapshot covers (finishing an interrupted compaction)");
+            remove(path)?;
+            dir_changed = true;
+        }
         let mut segments = plan.segments;
         if let Some(cut) = &plan.cut {
             warn!(
@@ -483,7 +491,7 @@ impl Store {
         debug_assert!(plan
             .entries
             .first()
-            .is_none_or(|e| e.index == snapshot_index + 1));
+            .is_none_or(|e| Some(e.index) == snapshot_index.checked_add(1)));
         debug_assert!(plan.entries.last().is_none_or(|e| e.index == last_index));
         let recovered = Recovered {
             snapshot,
@@ -495,10 +503,18 @@ impl Store {
     }
 
     /// Buffers the entry `index` in memory; [`sync`](Store::sync) writes it.
-    /// `index` must be `last_index() + 1`.
+    /// `index` must be `last_index() + 1`. Entries not yet synced are lost if
+    /// the store is dropped (or the process dies) before the next `sync`.
     pub fn append(&mut self, index: u64, data: &[u8]) -> Result<(), StoreError> {
         self.check_poisoned()?;
-        let expected = self.last_index + 1;
+        // Indices come from the caller and from disk: no arithmetic may panic.
+        let expected = self.last_index.saturating_add(1);
+        if self.last_index == u64::MAX {
+            return Err(StoreError::OutOfOrder {
+                expected: u64::MAX,
+                got: index,
+            });
+        }
         if index != expected {
             return Err(StoreError::OutOfOrder {
                 expected,
@@ -564,12 +580,25 @@ impl Store {
     }
 
     fn write_pending(&mut self) -> Result<(), StoreError> {
+        let always = self.opts.fsync == FsyncPolicy::Always;
         let pending = std::mem::take(&mut self.pending);
-        let mut touched: Vec<(File, PathBuf)> = Vec::with_capacity(pending.len());
         let mut created = false;
-        let mut active = self.active.take();
+        let mut current: Option<(File, PathBuf)> = self
+            .active
+            .take()
+            .zip(self.segments.last().map(|s| s.path.clone()));
+        let mut dirty = false;
         for p in pending {
-            let (mut file, path) = if p.create {
+            if p.create {
+                // Make the segment being left durable before the next one
+                // exists: recovery may then treat a bad record in any segment
+                // but the last as corruption, even after a power loss in the
+                // middle of this sync.
+                if let Some((file, path)) = &current {
+                    if always && dirty {
+                        file.sync_data().map_err(|e| StoreError::io(path, e))?;
+                    }
+                }
                 let path = self.dir.join(segment_file_name(p.first_index));
                 let file = OpenOptions::new()
                     .create_new(true)
@@ -582,35 +611,25 @@ impl Store {
                     bytes: 0,
                 });
                 created = true;
-                (file, path)
-            } else {
-                let seg = self
-                    .segments
-                    .last()
-                    .filter(|s| s.first_index == p.first_index)
-                    .ok_or_else(|| {
-                        StoreError::io(
-                            &self.dir,
-                            std::io::Error::other("no active segment to append to"),
-                        )
-                    })?;
-                let file = active.take().ok_or_else(|| {
-                    StoreError::io(
-                        &seg.path,
-                        std::io::Error::other("active segment is not open"),
-                    )
-                })?;
-                (file, seg.path.clone())
+                current = Some((file, path));
+            }
+            let seg = self
+                .segments
+                .last_mut()
+                .filter(|s| s.first_index == p.first_index);
+            let (Some(seg), Some((file, path))) = (seg, current.as_mut()) else {
+                return Err(StoreError::io(
+                    &self.dir,
+                    std::io::Error::other("internal: no open segment for pending records"),
+                ));
             };
             file.write_all(&p.buf)
-                .map_err(|e| StoreError::io(&path, e))?;
-            if let Some(seg) = self.segments.last_mut() {
-                seg.bytes += p.buf.len() as u64;
-            }
-            touched.push((file, path));
+                .map_err(|e| StoreError::io(&*path, e))?;
+            seg.bytes += p.buf.len() as u64;
+            dirty = true;
         }
-        if self.opts.fsync == FsyncPolicy::Always {
-            for (file, path) in &touched {
+        if always {
+            if let Some((file, path)) = &current {
                 file.sync_data().map_err(|e| StoreError::io(path, e))?;
             }
             if created {
@@ -618,7 +637,7 @@ impl Store {
                 sync_dir(&self.dir)?;
             }
         }
-        self.active = touched.pop().map(|(f, _)| f);
+        self.active = current.map(|(f, _)| f);
         self.synced_index = self.last_index;
         Ok(())
     }
@@ -808,10 +827,21 @@ fn check_log(
     let mut cut = None;
     let mut cut_removes_file = false;
     let count = listing.segments.len();
-    for (i, (&name_index, path)) in listing.segments.iter().enumerate() {
+    // Segment i holds indices first_i..first_{i+1}; every segment before the
+    // last one starting at or before snapshot_index + 1 holds only entries the
+    // snapshot covers. `save_snapshot` deletes those, oldest first, but without
+    // an fsync of the directory per deletion a power loss can leave any subset:
+    // they are neither read nor required to be contiguous.
+    let start = listing
+        .segments
+        .keys()
+        .rposition(|&first| first <= snapshot_index.saturating_add(1))
+        .unwrap_or(0);
+    let obsolete: Vec<PathBuf> = listing.segments.values().take(start).cloned().collect();
+    for (i, (&name_index, path)) in listing.segments.iter().enumerate().skip(start) {
         let is_last = i + 1 == count;
         let bytes = read_file(path)?;
-        let expected_first = last.map_or(name_index, |l| l + 1);
+        let expected_first = last.map_or(name_index, |l| l.saturating_add(1));
         let decoded = match decode_segment(&bytes) {
             Ok(d) => d,
             Err(e) => {
@@ -851,7 +881,7 @@ fn check_log(
             ));
         }
         if let Some(l) = last {
-            if decoded.first_index != l + 1 {
+            if Some(decoded.first_index) != l.checked_add(1) {
                 return Err(StoreError::corrupt(
                     path,
                     8,
@@ -925,14 +955,14 @@ fn check_log(
                 format!(" (the newer snapshot {} is damaged: {e})", p.display())
             })
         };
-        if first.first_index > snapshot_index + 1 {
+        if first.first_index > snapshot_index.saturating_add(1) {
             return Err(StoreError::corrupt(
                 &first.path,
                 8,
                 format!(
                     "the log starts at index {} but the snapshot ends at index {snapshot_index}: entries {}..={} are missing{}",
                     first.first_index,
-                    snapshot_index + 1,
+                    snapshot_index.saturating_add(1),
                     first.first_index - 1,
                     why()
                 ),
@@ -954,6 +984,7 @@ fn check_log(
         segments,
         entries,
         last,
+        obsolete,
         cut,
         cut_removes_file,
     })
