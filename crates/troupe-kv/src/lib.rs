@@ -77,13 +77,18 @@ pub enum ServeError {
 pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     cfg.validate()?;
     let loaded = replica::load(&cfg)?;
-    let addr: SocketAddr = cfg
-        .listen_client
-        .parse()
-        .map_err(|e| ServeError::Config(ConfigError::Invalid(format!("--listen-client-urls {}: {e}", cfg.listen_client))))?;
+    let addr: SocketAddr = cfg.listen_client.parse().map_err(|e| {
+        ServeError::Config(ConfigError::Invalid(format!(
+            "--listen-client-urls {}: {e}",
+            cfg.listen_client
+        )))
+    })?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Listen { addr: cfg.listen_client.clone(), source })?;
+        .map_err(|source| ServeError::Listen {
+            addr: cfg.listen_client.clone(),
+            source,
+        })?;
     let (tx, rx) = mpsc::channel(65_536);
     let server = server::Server::new(cfg.clone(), tx);
     info!(name = %cfg.name, clients = %cfg.listen_client, peers = %cfg.listen_peer, "troupe-kv member starting");
@@ -99,7 +104,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .add_service(ClusterServer::new(server.clone()))
         .add_service(MaintenanceServer::new(server.clone()))
         .add_service(pb::v3lockpb::lock_server::LockServer::new(server.clone()))
-        .add_service(pb::v3electionpb::election_server::ElectionServer::new(server))
+        .add_service(pb::v3electionpb::election_server::ElectionServer::new(
+            server,
+        ))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     tokio::select! {
         r = grpc => r?,

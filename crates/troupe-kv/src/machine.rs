@@ -14,8 +14,8 @@ use prost::Message;
 use crate::mvcc::{key_value, KeyRange, Mvcc, MvccError, Version, WatchEvent, WriteTxn};
 use crate::pb::etcdserverpb::{
     compare, range_request, request_op, response_op, CompactionRequest, Compare,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb;
 
@@ -107,9 +107,7 @@ impl KvError {
             KvError::Mvcc(_) => tonic::Status::out_of_range(msg),
             KvError::LeaseNotFound => tonic::Status::not_found(msg),
             KvError::LeaseExists => tonic::Status::failed_precondition(msg),
-            KvError::LeaseTtlTooLarge | KvError::Invalid(_) => {
-                tonic::Status::invalid_argument(msg)
-            }
+            KvError::LeaseTtlTooLarge | KvError::Invalid(_) => tonic::Status::invalid_argument(msg),
         }
     }
 }
@@ -195,7 +193,13 @@ impl Machine {
                     return (Output::Failed(KvError::LeaseExists), Vec::new());
                 }
                 let ttl = g.ttl.max(crate::LEASE_TTL_MIN);
-                self.leases.insert(g.id, Lease { ttl, keys: BTreeSet::new() });
+                self.leases.insert(
+                    g.id,
+                    Lease {
+                        ttl,
+                        keys: BTreeSet::new(),
+                    },
+                );
                 (Output::Granted { id: g.id, ttl }, Vec::new())
             }
             Some(Op::LeaseRevoke(r)) => {
@@ -213,7 +217,9 @@ impl Machine {
 
     /// Answers a read at revision `at` (0: now).
     pub fn range(&self, req: &RangeRequest, at: i64) -> Result<RangeResponse, KvError> {
-        let rev = self.mvcc.readable(if req.revision > 0 { req.revision } else { at })?;
+        let rev = self
+            .mvcc
+            .readable(if req.revision > 0 { req.revision } else { at })?;
         let range = KeyRange::new(req.key.clone(), req.range_end.clone());
         Ok(range_over(self.mvcc.range_at(&range, rev), req))
     }
@@ -244,7 +250,10 @@ impl Machine {
             leases: self
                 .leases
                 .iter()
-                .map(|(id, l)| LeasePb { id: *id, ttl: l.ttl })
+                .map(|(id, l)| LeasePb {
+                    id: *id,
+                    ttl: l.ttl,
+                })
                 .collect(),
         };
         snap.encode_to_vec()
@@ -256,7 +265,15 @@ impl Machine {
         let mut leases: BTreeMap<i64, Lease> = snap
             .leases
             .iter()
-            .map(|l| (l.id, Lease { ttl: l.ttl, keys: BTreeSet::new() }))
+            .map(|l| {
+                (
+                    l.id,
+                    Lease {
+                        ttl: l.ttl,
+                        keys: BTreeSet::new(),
+                    },
+                )
+            })
             .collect();
         let mut keys = BTreeMap::new();
         for k in snap.keys {
@@ -413,7 +430,9 @@ fn check_txn(leases: &BTreeMap<i64, Lease>, req: &TxnRequest) -> Result<(), KvEr
     fn ops(leases: &BTreeMap<i64, Lease>, ops: &[RequestOp]) -> Result<(), KvError> {
         for op in ops {
             match &op.request {
-                Some(request_op::Request::RequestPut(p)) if p.lease != 0 && !leases.contains_key(&p.lease) => {
+                Some(request_op::Request::RequestPut(p))
+                    if p.lease != 0 && !leases.contains_key(&p.lease) =>
+                {
                     return Err(KvError::LeaseNotFound)
                 }
                 Some(request_op::Request::RequestTxn(t)) => check_txn(leases, t)?,
@@ -428,7 +447,11 @@ fn check_txn(leases: &BTreeMap<i64, Lease>, req: &TxnRequest) -> Result<(), KvEr
 
 fn txn(t: &mut WriteTxn<'_>, leases: &mut BTreeMap<i64, Lease>, req: &TxnRequest) -> TxnResponse {
     let succeeded = req.compare.iter().all(|c| compare_holds(t, c));
-    let branch = if succeeded { &req.success } else { &req.failure };
+    let branch = if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    };
     let mut responses = Vec::with_capacity(branch.len());
     for op in branch {
         let r = match &op.request {
@@ -587,9 +610,15 @@ mod tests {
         assert_eq!(out, Output::Granted { id: 7, ttl: 5 });
         m.apply(&put_cmd("a", "1", 7));
         m.apply(&put_cmd("b", "1", 0));
-        assert_eq!(m.apply(&put_cmd("c", "1", 99)).0, Output::Failed(KvError::LeaseNotFound));
+        assert_eq!(
+            m.apply(&put_cmd("c", "1", 99)).0,
+            Output::Failed(KvError::LeaseNotFound)
+        );
         let (_, ev) = m.apply(&Command {
-            op: Some(Op::LeaseRevoke(LeaseRevoke { id: 7, expired: true })),
+            op: Some(Op::LeaseRevoke(LeaseRevoke {
+                id: 7,
+                expired: true,
+            })),
         });
         assert_eq!(ev.len(), 1);
         assert!(m.mvcc.get(b"a").is_none());
@@ -623,9 +652,13 @@ mod tests {
                 }],
             })),
         };
-        let Output::Txn(first) = m.apply(&acquire("x")).0 else { panic!("not a txn") };
+        let Output::Txn(first) = m.apply(&acquire("x")).0 else {
+            panic!("not a txn")
+        };
         assert!(first.succeeded);
-        let Output::Txn(second) = m.apply(&acquire("y")).0 else { panic!("not a txn") };
+        let Output::Txn(second) = m.apply(&acquire("y")).0 else {
+            panic!("not a txn")
+        };
         assert!(!second.succeeded);
         let Some(ResponseOp {
             response: Some(response_op::Response::ResponseRange(r)),

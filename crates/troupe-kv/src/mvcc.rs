@@ -215,7 +215,9 @@ impl Mvcc {
                     continue;
                 }
                 let prev = if prev_kv && i > 0 {
-                    vs.get(i - 1).filter(|p| p.is_live()).map(|p| p.to_kv(k, false))
+                    vs.get(i - 1)
+                        .filter(|p| p.is_live())
+                        .map(|p| p.to_kv(k, false))
                 } else {
                     None
                 };
@@ -315,7 +317,10 @@ impl WriteTxn<'_> {
     }
 
     /// The live keys of `range`, with this request's writes so far.
-    pub fn range<'b>(&'b self, range: &KeyRange) -> impl Iterator<Item = (&'b Bytes, &'b Version)> + 'b {
+    pub fn range<'b>(
+        &'b self,
+        range: &KeyRange,
+    ) -> impl Iterator<Item = (&'b Bytes, &'b Version)> + 'b {
         let rev = self.rev;
         self.mvcc
             .keys
@@ -417,9 +422,15 @@ mod tests {
         let r1 = put(&mut m, "a", "1");
         let r2 = put(&mut m, "a", "2");
         assert_eq!((r1, r2), (2, 3));
-        assert_eq!(m.get_at(b"a", r1).and_then(|v| v.value.clone()), Some(b("1")));
+        assert_eq!(
+            m.get_at(b"a", r1).and_then(|v| v.value.clone()),
+            Some(b("1"))
+        );
         let now = m.get(b"a").cloned();
-        assert_eq!(now.as_ref().map(|v| (v.create_rev, v.version)), Some((2, 2)));
+        assert_eq!(
+            now.as_ref().map(|v| (v.create_rev, v.version)),
+            Some((2, 2))
+        );
         assert!(m.get_at(b"a", 1).is_none());
     }
 
@@ -449,9 +460,19 @@ mod tests {
         for k in ["a", "b/1", "b/2", "c"] {
             put(&mut m, k, "v");
         }
-        let keys = |r: KeyRange| -> Vec<Bytes> { m.range_at(&r, 0 + m.revision()).map(|(k, _)| k.clone()).collect() };
-        assert_eq!(keys(KeyRange::new(b("b/"), b("b0"))), vec![b("b/1"), b("b/2")]);
-        assert_eq!(keys(KeyRange::new(b("b"), Bytes::from_static(&[0]))).len(), 3);
+        let keys = |r: KeyRange| -> Vec<Bytes> {
+            m.range_at(&r, 0 + m.revision())
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        assert_eq!(
+            keys(KeyRange::new(b("b/"), b("b0"))),
+            vec![b("b/1"), b("b/2")]
+        );
+        assert_eq!(
+            keys(KeyRange::new(b("b"), Bytes::from_static(&[0]))).len(),
+            3
+        );
         assert_eq!(keys(KeyRange::new(b("c"), Bytes::new())), vec![b("c")]);
         assert!(keys(KeyRange::new(b("c"), b("a"))).is_empty());
     }
@@ -481,9 +502,17 @@ mod tests {
         put(&mut m, "a", "1");
         put(&mut m, "b", "2");
         let all = KeyRange::new(b("a"), Bytes::from_static(&[0]));
-        let ev = m.events_between(&all, 3, m.revision(), true).unwrap_or_default();
-        let revs: Vec<i64> = ev.iter().filter_map(|e| e.kv.as_ref().map(|k| k.mod_revision)).collect();
+        let ev = m
+            .events_between(&all, 3, m.revision(), true)
+            .unwrap_or_default();
+        let revs: Vec<i64> = ev
+            .iter()
+            .filter_map(|e| e.kv.as_ref().map(|k| k.mod_revision))
+            .collect();
         assert_eq!(revs, vec![3, 4]);
-        assert_eq!(ev[1].prev_kv.as_ref().map(|p| p.value.clone()), Some(b("1")));
+        assert_eq!(
+            ev[1].prev_kv.as_ref().map(|p| p.value.clone()),
+            Some(b("1"))
+        );
     }
 }

@@ -192,7 +192,11 @@ enum WriterCmd {
 }
 
 /// The writer thread: group commit of the log.
-fn writer(mut store: Store, rx: std_mpsc::Receiver<WriterCmd>, out: mpsc::UnboundedSender<WriterReport>) {
+fn writer(
+    mut store: Store,
+    rx: std_mpsc::Receiver<WriterCmd>,
+    out: mpsc::UnboundedSender<WriterReport>,
+) {
     let mut gen = 0u64;
     let fail = |out: &mpsc::UnboundedSender<WriterReport>, e: troupe_store::StoreError| {
         let _ = out.send(WriterReport::Failed(e.to_string()));
@@ -209,7 +213,11 @@ fn writer(mut store: Store, rx: std_mpsc::Receiver<WriterCmd>, out: mpsc::Unboun
                     appended = true;
                     store.append(index, &data)
                 }
-                WriterCmd::Reset { gen: g, index, data } => {
+                WriterCmd::Reset {
+                    gen: g,
+                    index,
+                    data,
+                } => {
                     appended = false;
                     gen = g;
                     let r = store.reset(index, &data);
@@ -286,7 +294,11 @@ pub enum LoadError {
 /// Opens the data directory and replays it.
 pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
     let opts = StoreOptions {
-        fsync: if cfg.fsync { FsyncPolicy::Always } else { FsyncPolicy::Never },
+        fsync: if cfg.fsync {
+            FsyncPolicy::Always
+        } else {
+            FsyncPolicy::Never
+        },
         ..StoreOptions::default()
     };
     let (store, rec) = Store::open(&cfg.data_dir, opts)?;
@@ -294,17 +306,23 @@ pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
     if let Some(cut) = &rec.tail_cut {
         warn!(file = %cut.file.display(), offset = cut.offset, bytes = cut.bytes_cut, reason = %cut.reason, "cut a torn log tail");
     }
-    let decode_err = |what, source| LoadError::Decode { what, dir: dir.clone(), source };
+    let decode_err = |what, source| LoadError::Decode {
+        what,
+        dir: dir.clone(),
+        source,
+    };
     let (mut machine, mut index, mut last_epoch) = match &rec.snapshot {
         Some(s) => {
-            let p = Persisted::decode(s.data.as_slice()).map_err(|e| decode_err("the snapshot", e))?;
+            let p =
+                Persisted::decode(s.data.as_slice()).map_err(|e| decode_err("the snapshot", e))?;
             let m = Machine::decode(&p.machine).map_err(|e| decode_err("the snapshot", e))?;
             (m, p.index, p.last_epoch)
         }
         None => (Machine::default(), 0, 0),
     };
     for e in &rec.entries {
-        let entry = LogEntry::decode(e.data.as_slice()).map_err(|err| decode_err("a log entry", err))?;
+        let entry =
+            LogEntry::decode(e.data.as_slice()).map_err(|err| decode_err("a log entry", err))?;
         if let Some(cmd) = &entry.cmd {
             machine.apply(cmd);
         }
@@ -312,11 +330,21 @@ pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
         last_epoch = entry.epoch;
     }
     let promised = match &rec.meta {
-        Some(m) => HardState::decode(m.as_slice()).map_err(|e| decode_err("the hard state", e))?.promised,
+        Some(m) => {
+            HardState::decode(m.as_slice())
+                .map_err(|e| decode_err("the hard state", e))?
+                .promised
+        }
         None => 0,
     };
     info!(dir = %dir, index, last_epoch, promised, revision = machine.mvcc.revision(), "recovered the data directory");
-    Ok(Loaded { store, machine, index, last_epoch, promised })
+    Ok(Loaded {
+        store,
+        machine,
+        index,
+        last_epoch,
+        promised,
+    })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -395,7 +423,12 @@ pub struct Replica {
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish()
 }
 
@@ -616,7 +649,13 @@ impl Replica {
             // does on a leader change: it cannot know the old keeper's clocks.
             self.rebase_leases();
         }
-        if let Phase::Adopting { round, epoch, winner, .. } = &self.phase {
+        if let Phase::Adopting {
+            round,
+            epoch,
+            winner,
+            ..
+        } = &self.phase
+        {
             if !names.contains(winner) {
                 info!(winner = %winner, "the chosen member left before its state was adopted; recovering again");
                 self.phase = Phase::Recovering {
@@ -633,14 +672,24 @@ impl Replica {
     fn group_state(&self) -> GroupState {
         match &self.phase {
             Phase::Detached => GroupState::default(),
-            Phase::Recovering { round, min_epoch, reports } => GroupState {
+            Phase::Recovering {
+                round,
+                min_epoch,
+                reports,
+            } => GroupState {
                 phase: 0,
                 round: *round,
                 min_epoch: *min_epoch,
                 reports: reports.values().cloned().collect(),
                 ..Default::default()
             },
-            Phase::Adopting { round, epoch, winner, accepts, state } => GroupState {
+            Phase::Adopting {
+                round,
+                epoch,
+                winner,
+                accepts,
+                state,
+            } => GroupState {
                 phase: 1,
                 round: *round,
                 epoch: *epoch,
@@ -668,7 +717,11 @@ impl Replica {
             0 => Phase::Recovering {
                 round: gs.round,
                 min_epoch: gs.min_epoch,
-                reports: gs.reports.into_iter().map(|r| (r.name.clone(), r)).collect(),
+                reports: gs
+                    .reports
+                    .into_iter()
+                    .map(|r| (r.name.clone(), r))
+                    .collect(),
             },
             1 => Phase::Adopting {
                 round: gs.round,
@@ -690,7 +743,11 @@ impl Replica {
                 Phase::Serving { epoch: gs.epoch }
             }
         };
-        info!(phase = self.phase_name(), index = self.index, "joined the group");
+        info!(
+            phase = self.phase_name(),
+            index = self.index,
+            "joined the group"
+        );
         if let Phase::Adopting { round, epoch, .. } = self.phase {
             self.promise(round, epoch);
         }
@@ -720,7 +777,9 @@ impl Replica {
             index: p.index,
             data: state.to_vec(),
         });
-        let _ = self.writer.send(WriterCmd::Promise { epoch: self.promised });
+        let _ = self.writer.send(WriterCmd::Promise {
+            epoch: self.promised,
+        });
         self.committed = 0;
         self.committed_rev = self.machine.mvcc.revision();
         self.uncommitted.clear();
@@ -760,7 +819,12 @@ impl Replica {
 
     fn on_report(&mut self, r: Report) {
         let majority = self.cfg.majority();
-        let Phase::Recovering { round, min_epoch, reports } = &mut self.phase else {
+        let Phase::Recovering {
+            round,
+            min_epoch,
+            reports,
+        } = &mut self.phase
+        else {
             return;
         };
         if r.round != *round || !self.cfg.cluster.iter().any(|p| p.name == r.name) {
@@ -770,7 +834,13 @@ impl Replica {
         if reports.len() < majority {
             return;
         }
-        let epoch = reports.values().map(|r| r.promised).max().unwrap_or(0).max(*min_epoch) + 1;
+        let epoch = reports
+            .values()
+            .map(|r| r.promised)
+            .max()
+            .unwrap_or(0)
+            .max(*min_epoch)
+            + 1;
         // Highest (last epoch, index); the lowest name breaks ties.
         let Some(winner) = reports
             .values()
@@ -795,7 +865,14 @@ impl Replica {
         self.promise(round, epoch);
         if winner == self.cfg.name {
             let state = Bytes::from(self.persisted().encode_to_vec());
-            self.multicast(Ordering::Safe, Msg::Adopt(Adopt { round, epoch, state }));
+            self.multicast(
+                Ordering::Safe,
+                Msg::Adopt(Adopt {
+                    round,
+                    epoch,
+                    state,
+                }),
+            );
         }
     }
 
@@ -817,7 +894,10 @@ impl Replica {
     }
 
     fn on_promised(&mut self, epoch: u64) {
-        if let Phase::Adopting { round, epoch: e, .. } = self.phase {
+        if let Phase::Adopting {
+            round, epoch: e, ..
+        } = self.phase
+        {
             if e == epoch {
                 self.multicast(
                     Ordering::Safe,
@@ -832,7 +912,13 @@ impl Replica {
     }
 
     fn on_accept(&mut self, a: Accept) {
-        if let Phase::Adopting { round, epoch, accepts, .. } = &mut self.phase {
+        if let Phase::Adopting {
+            round,
+            epoch,
+            accepts,
+            ..
+        } = &mut self.phase
+        {
             if a.round == *round && a.epoch == *epoch {
                 accepts.insert(a.name);
             }
@@ -843,7 +929,9 @@ impl Replica {
     fn on_refuse(&mut self, r: Refuse) {
         let (round, floor) = match &self.phase {
             Phase::Adopting { round, epoch, .. } => (*round, *epoch),
-            Phase::Recovering { round, min_epoch, .. } => (*round, *min_epoch),
+            Phase::Recovering {
+                round, min_epoch, ..
+            } => (*round, *min_epoch),
             _ => return,
         };
         if r.round != round {
@@ -859,7 +947,13 @@ impl Replica {
     }
 
     fn on_adopt(&mut self, a: Adopt) {
-        if let Phase::Adopting { round, epoch, state, .. } = &mut self.phase {
+        if let Phase::Adopting {
+            round,
+            epoch,
+            state,
+            ..
+        } = &mut self.phase
+        {
             if a.round == *round && a.epoch == *epoch {
                 *state = Some(a.state);
             }
@@ -869,7 +963,13 @@ impl Replica {
 
     fn maybe_complete(&mut self) {
         let majority = self.cfg.majority();
-        let Phase::Adopting { epoch, accepts, state: Some(state), .. } = &self.phase else {
+        let Phase::Adopting {
+            epoch,
+            accepts,
+            state: Some(state),
+            ..
+        } = &self.phase
+        else {
             return;
         };
         if accepts.len() < majority {
@@ -880,7 +980,12 @@ impl Replica {
             self.phase = Phase::Detached;
             return;
         }
-        info!(epoch, index = self.index, revision = self.machine.mvcc.revision(), "serving");
+        info!(
+            epoch,
+            index = self.index,
+            revision = self.machine.mvcc.revision(),
+            "serving"
+        );
         self.phase = Phase::Serving { epoch };
         self.recompute_commit();
     }
@@ -900,7 +1005,8 @@ impl Replica {
         let rev = self.machine.mvcc.revision();
         match (&cmd.op, &out) {
             (Some(Op::LeaseGrant(_)), Output::Granted { id, ttl }) => {
-                self.deadlines.insert(*id, Instant::now() + ttl_duration(*ttl));
+                self.deadlines
+                    .insert(*id, Instant::now() + ttl_duration(*ttl));
             }
             (Some(Op::LeaseRevoke(r)), _) => {
                 self.deadlines.remove(&r.id);
@@ -910,7 +1016,11 @@ impl Replica {
         }
         let _ = self.writer.send(WriterCmd::Append {
             index: self.index,
-            data: LogEntry { epoch, cmd: Some(cmd) }.encode_to_vec(),
+            data: LogEntry {
+                epoch,
+                cmd: Some(cmd),
+            }
+            .encode_to_vec(),
         });
         if !events.is_empty() {
             self.uncommitted.push_back((self.index, rev, events));
@@ -1043,7 +1153,9 @@ impl Replica {
             Msg::Proposal(Proposal {
                 origin: self.origin,
                 req,
-                cmd: Some(Command { op: Some(Op::Barrier(Barrier {})) }),
+                cmd: Some(Command {
+                    op: Some(Op::Barrier(Barrier {})),
+                }),
             }),
         );
     }
@@ -1076,7 +1188,8 @@ impl Replica {
     fn on_refresh(&mut self, r: Refresh, from_me: bool) {
         if let Some(l) = self.machine.leases.get(&r.lease) {
             let ttl = l.ttl;
-            self.deadlines.insert(r.lease, Instant::now() + ttl_duration(ttl));
+            self.deadlines
+                .insert(r.lease, Instant::now() + ttl_duration(ttl));
             if from_me {
                 for tx in self.refresh_waiters.remove(&r.lease).unwrap_or_default() {
                     let _ = tx.send(Ok(ttl));
@@ -1194,7 +1307,10 @@ impl Replica {
                 let _ = reply.send(r);
             }
             Request::Leases { reply } => {
-                let _ = reply.send(Ok((self.machine.leases.keys().copied().collect(), self.committed_rev)));
+                let _ = reply.send(Ok((
+                    self.machine.leases.keys().copied().collect(),
+                    self.committed_rev,
+                )));
             }
             Request::Watch(spec) => self.add_watch(spec),
             Request::CancelWatch { stream, watch_id } => {
@@ -1247,18 +1363,20 @@ impl Replica {
             return;
         }
         if spec.start_revision > 0 && spec.start_revision <= rev {
-            match self
-                .machine
-                .mvcc
-                .events_between(&spec.range, spec.start_revision, rev, spec.prev_kv)
-            {
+            match self.machine.mvcc.events_between(
+                &spec.range,
+                spec.start_revision,
+                rev,
+                spec.prev_kv,
+            ) {
                 Err(_) => {
                     let _ = spec.tx.try_send(Ok(WatchResponse {
                         header: Some(self.header(rev)),
                         watch_id: spec.watch_id,
                         canceled: true,
                         compact_revision: self.machine.mvcc.compacted(),
-                        cancel_reason: "etcdserver: mvcc: required revision has been compacted".into(),
+                        cancel_reason: "etcdserver: mvcc: required revision has been compacted"
+                            .into(),
                         ..Default::default()
                     }));
                     return;
@@ -1276,7 +1394,8 @@ impl Replica {
                 }
             }
         }
-        self.watchers.insert((spec.stream, spec.watch_id), Watcher { spec });
+        self.watchers
+            .insert((spec.stream, spec.watch_id), Watcher { spec });
     }
 
     fn dispatch(&mut self, rev: i64, events: &[mvccpb::Event]) {
@@ -1288,7 +1407,10 @@ impl Replica {
             }
             let mine: Vec<mvccpb::Event> = events
                 .iter()
-                .filter(|e| e.kv.as_ref().is_some_and(|kv| w.spec.range.contains(&kv.key)))
+                .filter(|e| {
+                    e.kv.as_ref()
+                        .is_some_and(|kv| w.spec.range.contains(&kv.key))
+                })
                 .cloned()
                 .collect();
             let mine = filter_events(&w.spec, mine);

@@ -19,8 +19,8 @@ use crate::config::{member_id, ServeConfig};
 use crate::machine::{Command, LeaseGrant, LeaseRevoke, Op, Output};
 use crate::mvcc::KeyRange;
 use crate::pb::etcdserverpb::{
-    self as pb, compare, range_request, request_op, response_op, watch_request,
-    watch_create_request::FilterType,
+    self as pb, compare, range_request, request_op, response_op, watch_create_request::FilterType,
+    watch_request,
 };
 use crate::pb::mvccpb;
 use crate::pb::v3electionpb as el;
@@ -135,7 +135,12 @@ impl Server {
     /// Waits until no key under `prefix` older than `my_rev` remains (the
     /// lock and election queue): watches the deletion of the newest older
     /// key, again and again.
-    async fn wait_turn(&self, prefix: &Bytes, my_key: &Bytes, my_rev: i64) -> Result<pb::ResponseHeader, Status> {
+    async fn wait_turn(
+        &self,
+        prefix: &Bytes,
+        my_key: &Bytes,
+        my_rev: i64,
+    ) -> Result<pb::ResponseHeader, Status> {
         loop {
             let r = self
                 .range(pb::RangeRequest {
@@ -197,7 +202,10 @@ impl Server {
     fn new_lease_id(&self) -> i64 {
         // Positive, non-zero, spread out: a proposer-chosen id the state
         // machine accepts if nobody holds it.
-        let x = self.inner.lease_ids.fetch_add(0x9E37_79B9_7F4A_7C15, AtomicOrdering::Relaxed);
+        let x = self
+            .inner
+            .lease_ids
+            .fetch_add(0x9E37_79B9_7F4A_7C15, AtomicOrdering::Relaxed);
         let mut z = x;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -225,18 +233,28 @@ pub fn prefix_end(prefix: &[u8]) -> Bytes {
     Bytes::from_static(&[0])
 }
 
-fn with_header<T>(mut r: T, h: pb::ResponseHeader, set: impl FnOnce(&mut T, pb::ResponseHeader)) -> T {
+fn with_header<T>(
+    mut r: T,
+    h: pb::ResponseHeader,
+    set: impl FnOnce(&mut T, pb::ResponseHeader),
+) -> T {
     set(&mut r, h);
     r
 }
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for Server {
-    async fn range(&self, req: GrpcRequest<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        req: GrpcRequest<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         Ok(Response::new(Server::range(self, req.into_inner()).await?))
     }
 
-    async fn put(&self, req: GrpcRequest<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        req: GrpcRequest<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         match self.propose(Op::Put(req.into_inner())).await? {
             (Output::Put(r), h) => Ok(Response::new(with_header(r, h, |r, h| r.header = Some(h)))),
             _ => Err(Status::internal("unexpected output")),
@@ -248,12 +266,17 @@ impl pb::kv_server::Kv for Server {
         req: GrpcRequest<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         match self.propose(Op::Delete(req.into_inner())).await? {
-            (Output::Delete(r), h) => Ok(Response::new(with_header(r, h, |r, h| r.header = Some(h)))),
+            (Output::Delete(r), h) => {
+                Ok(Response::new(with_header(r, h, |r, h| r.header = Some(h))))
+            }
             _ => Err(Status::internal("unexpected output")),
         }
     }
 
-    async fn txn(&self, req: GrpcRequest<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        req: GrpcRequest<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         match self.propose(Op::Txn(req.into_inner())).await? {
             (Output::Txn(mut r), h) => {
                 fill_txn_headers(&mut r, &h);
@@ -306,7 +329,9 @@ impl pb::watch_server::Watch for Server {
             while let Some(Ok(msg)) = incoming.next().await {
                 match msg.request_union {
                     Some(watch_request::RequestUnion::CreateRequest(c)) => {
-                        let watch_id = if c.watch_id != 0 { c.watch_id } else {
+                        let watch_id = if c.watch_id != 0 {
+                            c.watch_id
+                        } else {
                             let id = next_id;
                             next_id += 1;
                             id
@@ -321,7 +346,13 @@ impl pb::watch_server::Watch for Server {
                             stream,
                             tx: tx.clone(),
                         };
-                        if me.inner.tx.send(Request::Watch(Box::new(spec))).await.is_err() {
+                        if me
+                            .inner
+                            .tx
+                            .send(Request::Watch(Box::new(spec)))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -329,7 +360,10 @@ impl pb::watch_server::Watch for Server {
                         let _ = me
                             .inner
                             .tx
-                            .send(Request::CancelWatch { stream, watch_id: c.watch_id })
+                            .send(Request::CancelWatch {
+                                stream,
+                                watch_id: c.watch_id,
+                            })
                             .await;
                     }
                     Some(watch_request::RequestUnion::ProgressRequest(_)) => {
@@ -363,7 +397,10 @@ impl pb::lease_server::Lease for Server {
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let r = req.into_inner();
         let id = if r.id != 0 { r.id } else { self.new_lease_id() };
-        match self.propose(Op::LeaseGrant(LeaseGrant { id, ttl: r.ttl })).await? {
+        match self
+            .propose(Op::LeaseGrant(LeaseGrant { id, ttl: r.ttl }))
+            .await?
+        {
             (Output::Granted { id, ttl }, h) => Ok(Response::new(pb::LeaseGrantResponse {
                 header: Some(h),
                 id,
@@ -379,7 +416,9 @@ impl pb::lease_server::Lease for Server {
         req: GrpcRequest<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let id = req.into_inner().id;
-        let (_, h) = self.propose(Op::LeaseRevoke(LeaseRevoke { id, expired: false })).await?;
+        let (_, h) = self
+            .propose(Op::LeaseRevoke(LeaseRevoke { id, expired: false }))
+            .await?;
         Ok(Response::new(pb::LeaseRevokeResponse { header: Some(h) }))
     }
 
@@ -403,11 +442,13 @@ impl pb::lease_server::Lease for Server {
                         ttl,
                     }),
                     // etcd answers a keep-alive of an unknown lease with TTL 0.
-                    Ok(Err(s)) if s.code() == tonic::Code::NotFound => Ok(pb::LeaseKeepAliveResponse {
-                        header: Some(me.header(rev, term)),
-                        id,
-                        ttl: 0,
-                    }),
+                    Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+                        Ok(pb::LeaseKeepAliveResponse {
+                            header: Some(me.header(rev, term)),
+                            id,
+                            ttl: 0,
+                        })
+                    }
                     Ok(Err(s)) | Err(s) => Err(s),
                 };
                 let stop = resp.is_err();
@@ -425,7 +466,9 @@ impl pb::lease_server::Lease for Server {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let r = req.into_inner();
         let id = r.id;
-        let (left, granted, keys, rev) = self.call(|reply| Request::TimeToLive { id, reply }).await??;
+        let (left, granted, keys, rev) = self
+            .call(|reply| Request::TimeToLive { id, reply })
+            .await??;
         let term = self.status_info().await.map(|s| s.epoch).unwrap_or(0);
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
             header: Some(self.header(rev, term)),
@@ -481,7 +524,10 @@ impl pb::cluster_server::Cluster for Server {
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for Server {
-    async fn alarm(&self, _req: GrpcRequest<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        _req: GrpcRequest<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
         let s = self.status_info().await?;
         Ok(Response::new(pb::AlarmResponse {
             header: Some(self.header(s.revision, s.epoch)),
@@ -489,12 +535,18 @@ impl pb::maintenance_server::Maintenance for Server {
         }))
     }
 
-    async fn status(&self, _req: GrpcRequest<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: GrpcRequest<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let s = self.status_info().await?;
         let db = i64::try_from(s.sizes.wal_bytes + s.sizes.snapshot_bytes).unwrap_or(i64::MAX);
         let mut errors = Vec::new();
         if s.phase != "serving" {
-            errors.push(format!("troupe: member is {} (no majority of the cluster in its group)", s.phase));
+            errors.push(format!(
+                "troupe: member is {} (no majority of the cluster in its group)",
+                s.phase
+            ));
         }
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.header(s.revision, s.epoch)),
@@ -569,7 +621,9 @@ impl Server {
     /// creation revision.
     async fn enqueue(&self, name: &[u8], lease: i64, value: Bytes) -> Result<(Bytes, i64), Status> {
         let key = lease_key(name, lease);
-        let (out, h) = self.propose(Op::Txn(create_if_absent(&key, value, lease))).await?;
+        let (out, h) = self
+            .propose(Op::Txn(create_if_absent(&key, value, lease)))
+            .await?;
         let Output::Txn(r) = out else {
             return Err(Status::internal("unexpected output"));
         };
@@ -580,14 +634,19 @@ impl Server {
             .responses
             .first()
             .and_then(|op| match &op.response {
-                Some(response_op::Response::ResponseRange(rr)) => rr.kvs.first().map(|kv| kv.create_revision),
+                Some(response_op::Response::ResponseRange(rr)) => {
+                    rr.kvs.first().map(|kv| kv.create_revision)
+                }
                 _ => None,
             })
             .ok_or_else(|| Status::internal("queue key vanished"))?;
         Ok((key, rev))
     }
 
-    async fn leader_kv(&self, name: &[u8]) -> Result<(Option<mvccpb::KeyValue>, pb::ResponseHeader), Status> {
+    async fn leader_kv(
+        &self,
+        name: &[u8],
+    ) -> Result<(Option<mvccpb::KeyValue>, pb::ResponseHeader), Status> {
         let prefix = prefix_of(name);
         let r = self
             .range(pb::RangeRequest {
@@ -605,7 +664,10 @@ impl Server {
 
 #[tonic::async_trait]
 impl lk::lock_server::Lock for Server {
-    async fn lock(&self, req: GrpcRequest<lk::LockRequest>) -> Result<Response<lk::LockResponse>, Status> {
+    async fn lock(
+        &self,
+        req: GrpcRequest<lk::LockRequest>,
+    ) -> Result<Response<lk::LockResponse>, Status> {
         let r = req.into_inner();
         let (key, rev) = self.enqueue(&r.name, r.lease, Bytes::new()).await?;
         let header = self.wait_turn(&prefix_of(&r.name), &key, rev).await?;
@@ -615,7 +677,10 @@ impl lk::lock_server::Lock for Server {
         }))
     }
 
-    async fn unlock(&self, req: GrpcRequest<lk::UnlockRequest>) -> Result<Response<lk::UnlockResponse>, Status> {
+    async fn unlock(
+        &self,
+        req: GrpcRequest<lk::UnlockRequest>,
+    ) -> Result<Response<lk::UnlockResponse>, Status> {
         let key = req.into_inner().key;
         let (_, h) = self
             .propose(Op::Delete(pb::DeleteRangeRequest {
@@ -654,7 +719,9 @@ impl el::election_server::Election for Server {
         req: GrpcRequest<el::ProclaimRequest>,
     ) -> Result<Response<el::ProclaimResponse>, Status> {
         let r = req.into_inner();
-        let l = r.leader.ok_or_else(|| Status::invalid_argument("election: no leader key given"))?;
+        let l = r
+            .leader
+            .ok_or_else(|| Status::invalid_argument("election: no leader key given"))?;
         let op = request_op::Request::RequestPut(pb::PutRequest {
             key: l.key.clone(),
             value: r.value,
@@ -663,12 +730,17 @@ impl el::election_server::Election for Server {
         });
         let (out, h) = self.propose(Op::Txn(guarded(&l.key, l.rev, op))).await?;
         match out {
-            Output::Txn(t) if t.succeeded => Ok(Response::new(el::ProclaimResponse { header: Some(h) })),
+            Output::Txn(t) if t.succeeded => {
+                Ok(Response::new(el::ProclaimResponse { header: Some(h) }))
+            }
             _ => Err(Status::failed_precondition("election: not leader")),
         }
     }
 
-    async fn leader(&self, req: GrpcRequest<el::LeaderRequest>) -> Result<Response<el::LeaderResponse>, Status> {
+    async fn leader(
+        &self,
+        req: GrpcRequest<el::LeaderRequest>,
+    ) -> Result<Response<el::LeaderResponse>, Status> {
         let (kv, header) = self.leader_kv(&req.into_inner().name).await?;
         match kv {
             Some(kv) => Ok(Response::new(el::LeaderResponse {
@@ -702,7 +774,10 @@ impl el::election_server::Election for Server {
                         let now = (kv.key.clone(), kv.mod_revision, kv.value.clone());
                         if last.as_ref() != Some(&now) {
                             last = Some(now);
-                            let resp = el::LeaderResponse { header: Some(header), kv: Some(kv) };
+                            let resp = el::LeaderResponse {
+                                header: Some(header),
+                                kv: Some(kv),
+                            };
                             if out_tx.send(Ok(resp)).await.is_err() {
                                 break;
                             }
@@ -728,7 +803,10 @@ impl el::election_server::Election for Server {
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
-    async fn resign(&self, req: GrpcRequest<el::ResignRequest>) -> Result<Response<el::ResignResponse>, Status> {
+    async fn resign(
+        &self,
+        req: GrpcRequest<el::ResignRequest>,
+    ) -> Result<Response<el::ResignResponse>, Status> {
         let l = req
             .into_inner()
             .leader
