@@ -435,13 +435,14 @@ enum Search {
     },
 }
 
-/// The set of linearized entries.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// A state of the search: the set of linearized entries, one bit each, and
+/// in a last word the key's value after them. One flat slice, so that the
+/// cache is looked up without building a key.
 struct Bits(Vec<u64>);
 
 impl Bits {
     fn new(n: usize) -> Bits {
-        Bits(vec![0; n.div_ceil(64)])
+        Bits(vec![0; n.div_ceil(64) + 1])
     }
     fn get(&self, i: usize) -> bool {
         self.0[i / 64] & (1 << (i % 64)) != 0
@@ -452,13 +453,16 @@ impl Bits {
     fn clear(&mut self, i: usize) {
         self.0[i / 64] &= !(1 << (i % 64));
     }
+    fn set_value(&mut self, v: Val) {
+        *self.0.last_mut().expect("never empty") = u64::from(v);
+    }
     /// The first index not in the set (maybe past the end).
     fn first_clear(&self) -> usize {
-        self.0
-            .iter()
+        let sets = &self.0[..self.0.len() - 1];
+        sets.iter()
             .position(|w| *w != u64::MAX)
-            .map_or(self.0.len() * 64, |w| {
-                w * 64 + self.0[w].trailing_ones() as usize
+            .map_or(sets.len() * 64, |w| {
+                w * 64 + sets[w].trailing_ones() as usize
             })
     }
 }
@@ -484,7 +488,7 @@ fn search(entries: &[Entry], states_max: usize) -> Search {
         .map(|(i, e)| (e.ret, i))
         .collect();
     let required = pending.len();
-    let mut seen: HashSet<(Bits, Val), BuildHasherDefault<FxHasher>> = HashSet::default();
+    let mut seen: HashSet<Box<[u64]>, BuildHasherDefault<FxHasher>> = HashSet::default();
     // The linearization so far: (entry, value before it).
     let mut stack: Vec<(usize, Val)> = Vec::new();
     let mut value = ABSENT;
@@ -502,7 +506,9 @@ fn search(entries: &[Entry], states_max: usize) -> Search {
             if !linearized.get(i) {
                 if let Some(after) = e.step.apply(value) {
                     linearized.set(i);
-                    if seen.insert((linearized.clone(), after)) {
+                    linearized.set_value(after);
+                    if !seen.contains(&linearized.0[..]) {
+                        seen.insert(linearized.0.clone().into_boxed_slice());
                         if seen.len() > states_max {
                             return Search::GaveUp { states: seen.len() };
                         }
