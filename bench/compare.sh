@@ -69,9 +69,9 @@ fi
 # Build troupe. Others may be editing the tree: retry, then fall back to the
 # last built binary, and say so.
 
+built=0
 if ((build)); then
 	command -v cargo >/dev/null || die "cargo not found"
-	built=0
 	for ((try = 1; try <= BUILD_TRIES; try++)); do
 		say "cargo build --release (try $try of $BUILD_TRIES) ..."
 		if (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --quiet) >"$out/build.log" 2>&1; then
@@ -91,6 +91,10 @@ fi
 troupe_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null) ]]; then
 	troupe_rev="$troupe_rev+local changes"
+fi
+if ((!build)) || ((!built)); then
+	# The binary may come from anyone's build of the shared tree.
+	troupe_rev="of unknown revision (HEAD is $troupe_rev; not built by this run)"
 fi
 troupe_built=$(date -u -r "$TROUPE" '+%F %T UTC')
 
