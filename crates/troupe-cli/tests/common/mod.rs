@@ -1,0 +1,209 @@
+//! A cluster of `troupe serve` processes on 127.0.0.1 for the service's
+//! integration tests: free ports, data directories in a temporary
+//! directory, every process killed by pid when the cluster is dropped.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One member: its name, ports and process.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// The cluster.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    pub extra: Vec<String>,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+impl Cluster {
+    /// Starts `n` members (names m0, m1, ...) with extra `serve` flags.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let members: Vec<Member> = (0..n)
+            .map(|i| {
+                let name = format!("m{i}");
+                Member {
+                    data_dir: dir.path().join(format!("{name}.data")),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client_port: free_port(),
+                    peer_port: free_port(),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut c = Cluster {
+            dir,
+            members,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// Starts member `i` (again), on its data directory.
+    pub fn spawn(&mut self, i: usize) {
+        let initial = self.initial_cluster();
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args([
+                "serve",
+                "--name",
+                &m.name,
+                "--data-dir",
+                &m.data_dir.display().to_string(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client_port),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer_port),
+                "--initial-cluster",
+                &initial,
+                "--suspect-timeout-ms",
+                "500",
+                "--log",
+                "info",
+            ])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning troupe serve: {e}"));
+        m.child = Some(child);
+    }
+
+    /// SIGKILL member `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.members[i].pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    pub fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+
+    /// Every member's log, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- {} ---\n", m.name));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An etcd-client connected to every member (it moves to another endpoint
+/// when one is down), with short timeouts.
+pub async fn client(endpoints: &[String]) -> etcd_client::Client {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    etcd_client::Client::connect(endpoints, Some(opts))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// Waits until every member serves (a put through each succeeds), and
+/// returns a client connected to all of them.
+pub async fn wait_serving(endpoints: &[String]) -> etcd_client::Client {
+    for ep in endpoints {
+        let eps = vec![ep.clone()];
+        eventually(Duration::from_secs(30), &format!("{ep} serves"), || {
+            let eps = eps.clone();
+            async move {
+                let mut c = client(&eps).await;
+                c.put("__ready", "1", None).await.ok().map(|_| ())
+            }
+        })
+        .await;
+    }
+    client(endpoints).await
+}
