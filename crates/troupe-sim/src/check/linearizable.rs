@@ -48,7 +48,12 @@
 //!   false "linearizable" answers at worst, never false violations.
 //! - A call whose outcome is unknown (failed, timed out, or never returned)
 //!   stays pending forever. Many of them on one key, all pending at once,
-//!   multiply the states to explore; the budget
+//!   multiply the states to explore. Puts of unknown outcome are narrowed
+//!   first (a put whose value was read must precede the reads; one whose
+//!   value nobody read is dropped when no delete could need it), but the
+//!   rest, and deletes of unknown outcome, stay pending. A correct history
+//!   is usually accepted fast anyway (the search finds an order at once);
+//!   ruling one out may have to try every subset of them, and the budget
 //!   ([`STATES_PER_KEY_MAX`], or [`check_kv_with_budget`]) then ends the
 //!   search with [`Verdict::GaveUp`].
 //! - Keys are checked one after another, on one thread, in key order, so a
@@ -370,9 +375,54 @@ fn split_by_key(history: &[Operation]) -> Result<BTreeMap<&[u8], KeyHistory<'_>>
         });
     }
     for kh in by_key.values_mut() {
+        pin_unknown_puts(&mut kh.entries);
         kh.entries.sort_by_key(|e| (e.call, e.index));
     }
     Ok(by_key)
+}
+
+/// Narrows the puts of unknown outcome, which otherwise stay pending
+/// forever and multiply the states to explore by two each:
+/// - one whose value was read, and that is the only put of that value, took
+///   effect before every read of it: it becomes required, with the last of
+///   those reads' returns as its own;
+/// - one whose value no read returned can be dropped, unless a delete
+///   that found the key present could come after it: in a linearization
+///   with it, nothing reads the key between it and the next write, and
+///   that write (a put, or a delete that may or may not find the key) does
+///   not care what the key held.
+fn pin_unknown_puts(entries: &mut Vec<Entry>) {
+    let mut writers: BTreeMap<Val, usize> = BTreeMap::new();
+    let mut last_read: BTreeMap<Val, u64> = BTreeMap::new();
+    let mut last_found_delete = None;
+    for e in entries.iter() {
+        match e.step {
+            Step::Write(v) => *writers.entry(v).or_default() += 1,
+            Step::Read(v) => {
+                let ret = last_read.entry(v).or_default();
+                *ret = (*ret).max(e.ret);
+            }
+            Step::Delete(true) => last_found_delete = last_found_delete.max(Some(e.ret)),
+            Step::Delete(false) | Step::DeleteAny => {}
+        }
+    }
+    entries.retain_mut(|e| {
+        let Step::Write(v) = e.step else {
+            return true;
+        };
+        if e.required {
+            return true;
+        }
+        match last_read.get(&v) {
+            Some(&ret) if writers[&v] == 1 => {
+                e.required = true;
+                e.ret = ret.max(e.call);
+                true
+            }
+            Some(_) => true,
+            None => last_found_delete.is_some_and(|d| d >= e.call),
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------
