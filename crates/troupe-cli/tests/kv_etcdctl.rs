@@ -1,0 +1,288 @@
+//! `etcdctl` 3.4 from the system's `etcd-client` package, unchanged, against
+//! a 3-member `troupe serve` cluster. `.ci/run` installs the package; run
+//! elsewhere without it, the test says so and passes only if `CI` is unset.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{wait_serving, Cluster};
+
+fn have_etcdctl() -> bool {
+    Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+struct Ctl {
+    endpoints: String,
+}
+
+impl Ctl {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints))
+            .arg("--command-timeout=10s")
+            .args(args);
+        c
+    }
+
+    /// Runs etcdctl; panics with its output unless it succeeds.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.cmd(args);
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap_or_else(|e| panic!("etcdctl: {e}"));
+        if let (Some(text), Some(mut si)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            let _ = si.write_all(text.as_bytes());
+        }
+        wait_bounded(child, Duration::from_secs(20))
+    }
+
+    /// Starts a long-running etcdctl (watch, lock, elect).
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("etcdctl: {e}"))
+    }
+}
+
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("etcdctl output: {e}"))
+}
+
+/// Kills a long-running etcdctl and returns what it printed.
+fn stop(mut child: std::process::Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut s = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut s);
+    }
+    s
+}
+
+fn until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn etcdctl_works_unchanged() {
+    if !have_etcdctl() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install etcdctl (Debian package etcd-client)"
+        );
+        eprintln!("etcdctl not installed; skipping (apt-get install etcd-client)");
+        return;
+    }
+    let cluster = Cluster::start(3, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), wait_serving(&cluster.endpoints()))
+            .await
+            .unwrap_or_else(|_| panic!("cluster never served\n{}", cluster.logs()))
+    });
+    let ctl = Ctl {
+        endpoints: cluster.endpoints().join(","),
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_all(&ctl)));
+    if let Err(e) = result {
+        eprintln!("{}", cluster.logs());
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn run_all(ctl: &Ctl) {
+    // put and get: prefix, range, revision, keys-only, limit.
+    assert_eq!(ctl.ok(&["put", "k1", "v1"]).trim(), "OK");
+    let rev1: i64 = {
+        let j = ctl.ok(&["get", "k1", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap_or_default();
+        v["kvs"][0]["mod_revision"].as_i64().unwrap_or(0)
+    };
+    assert!(rev1 > 0);
+    ctl.ok(&["put", "k1", "v1b"]);
+    ctl.ok(&["put", "k2", "v2"]);
+    ctl.ok(&["put", "k3", "v3"]);
+    assert_eq!(
+        ctl.ok(&["get", "k", "--prefix", "--keys-only"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["k1", "k2", "k3"]
+    );
+    assert_eq!(
+        ctl.ok(&["get", "k1", "k3"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["k1", "v1b", "k2", "v2"]
+    );
+    assert_eq!(
+        ctl.ok(&["get", "k", "--prefix", "--limit", "1"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["k1", "v1b"]
+    );
+    assert_eq!(
+        ctl.ok(&["get", "k1", &format!("--rev={rev1}"), "--print-value-only"])
+            .trim(),
+        "v1"
+    );
+    assert_eq!(
+        ctl.ok(&["get", "k1", "--consistency=s", "--print-value-only"])
+            .trim(),
+        "v1b"
+    );
+
+    // del.
+    assert_eq!(ctl.ok(&["del", "k2"]).trim(), "1");
+    assert_eq!(ctl.ok(&["get", "k2"]).trim(), "");
+
+    // txn, from stdin as etcdctl reads it.
+    let out = ctl.run(
+        &["txn"],
+        Some("value(\"k1\") = \"v1b\"\n\nput k1 t1\n\nput k1 never\n\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SUCCESS"));
+    assert_eq!(ctl.ok(&["get", "k1", "--print-value-only"]).trim(), "t1");
+
+    // watch a prefix from a past revision, then live.
+    let w = ctl.spawn(&["watch", "k", "--prefix", &format!("--rev={rev1}")]);
+    std::thread::sleep(Duration::from_millis(800));
+    ctl.ok(&["put", "k9", "live"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let seen = stop(w);
+    for needle in ["PUT\nk1\nv1\n", "DELETE\nk2\n", "PUT\nk9\nlive\n"] {
+        assert!(
+            seen.contains(needle),
+            "watch output lacks {needle:?}: {seen}"
+        );
+    }
+
+    // leases: grant, keep-alive, timetolive, list, revoke.
+    let grant = ctl.ok(&["lease", "grant", "60"]);
+    let id = grant
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(grant.contains("granted with TTL(60s)"), "{grant}");
+    ctl.ok(&["put", "leased", "x", &format!("--lease={id}")]);
+    assert!(ctl
+        .ok(&["lease", "keep-alive", "--once", &id])
+        .contains("keepalived with TTL(60)"));
+    let ttl = ctl.ok(&["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.contains("attached keys([leased])"), "{ttl}");
+    assert!(ctl.ok(&["lease", "list"]).contains(&id));
+    assert!(ctl.ok(&["lease", "revoke", &id]).contains("revoked"));
+    assert_eq!(ctl.ok(&["get", "leased"]).trim(), "");
+
+    // lock: etcdctl's client-side recipe on plain KV. The second holder runs
+    // its command only after the first lets go.
+    let first = ctl.spawn(&["lock", "mylock"]);
+    assert!(until(Duration::from_secs(10), || {
+        ctl.ok(&["get", "mylock", "--prefix", "--keys-only"])
+            .contains("mylock/")
+    }));
+    let second = ctl.spawn(&["lock", "mylock", "echo", "second-has-it"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut second = second;
+    assert!(
+        matches!(second.try_wait(), Ok(None)),
+        "the second locker must wait"
+    );
+    stop(first);
+    let out = wait_bounded(second, Duration::from_secs(15));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("second-has-it"),
+        "{out:?}"
+    );
+
+    // elect: campaign, then observe the leader.
+    let cand = ctl.spawn(&["elect", "myelection", "alice"]);
+    assert!(
+        until(Duration::from_secs(10), || {
+            let o = ctl.run(&["elect", "-l", "myelection"], None);
+            String::from_utf8_lossy(&o.stdout).contains("alice")
+        }),
+        "the elected value is observed"
+    );
+    stop(cand);
+
+    // member list, endpoint status and health, compaction.
+    assert_eq!(ctl.ok(&["member", "list"]).lines().count(), 3);
+    let status = ctl.ok(&["endpoint", "status", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{status}");
+    let health = ctl.run(&["endpoint", "health"], None);
+    assert!(health.status.success(), "{health:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout)
+            .matches("is healthy")
+            .count()
+            + String::from_utf8_lossy(&health.stderr)
+                .matches("is healthy")
+                .count(),
+        3
+    );
+    let now: i64 = {
+        let j = ctl.ok(&["get", "k1", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap_or_default();
+        v["header"]["revision"].as_i64().unwrap_or(0)
+    };
+    assert!(ctl
+        .ok(&["compaction", &now.to_string()])
+        .contains("compacted revision"));
+    let old = ctl.run(&["get", "k1", &format!("--rev={rev1}")], None);
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("required revision has been compacted"));
+}
