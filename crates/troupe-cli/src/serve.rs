@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use troupe_kv::config::{host_port, member_id, parse_cluster};
+use troupe_kv::config::{host_port, parse_cluster};
 use troupe_kv::pb::etcdserverpb::{
     cluster_client::ClusterClient, maintenance_client::MaintenanceClient, MemberListRequest,
     StatusRequest,
@@ -206,14 +206,14 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| format!("{id:x}"));
         if !args.json {
             println!(
-                "{:<24} {:<10} {:<10} {:>6} {:>10} {:>10} {:>12}  {}",
-                "ENDPOINT", "MEMBER", "LEADER", "EPOCH", "INDEX", "REVISION", "DISK", "STATE"
+                "{:<24} {:<10} {:<10} {:>6} {:>10} {:>10} {:>12}  STATE",
+                "ENDPOINT", "MEMBER", "LEADER", "EPOCH", "INDEX", "REVISION", "DISK"
             );
         }
         for (ep, s) in rows {
             match s {
                 Some(s) => {
-                    let h = s.header.clone().unwrap_or_default();
+                    let h = s.header.unwrap_or_default();
                     let state = if s.errors.is_empty() { "serving".to_string() } else { s.errors.join("; ") };
                     if args.json {
                         println!(
@@ -243,7 +243,6 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
                 None => println!("{ep:<24} unreachable"),
             }
         }
-        let _ = member_id;
         Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }

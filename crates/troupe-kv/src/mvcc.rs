@@ -461,7 +461,7 @@ mod tests {
             put(&mut m, k, "v");
         }
         let keys = |r: KeyRange| -> Vec<Bytes> {
-            m.range_at(&r, 0 + m.revision())
+            m.range_at(&r, m.revision())
                 .map(|(k, _)| k.clone())
                 .collect()
         };

@@ -111,6 +111,13 @@ pub struct StatusInfo {
     pub sizes: StoreSizes,
 }
 
+/// A lease's time to live: (remaining seconds or -1 if it does not exist,
+/// granted TTL, attached keys, revision).
+pub type LeaseTtl = (i64, i64, Vec<Bytes>, i64);
+
+/// A linearizable read waiting for its barrier, and where its answer goes.
+type PendingRead = (RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>);
+
 /// A request from the server to the member.
 pub enum Request {
     /// Order and apply a command; answered once it is durable on a majority.
@@ -139,7 +146,7 @@ pub enum Request {
         /// The lease.
         id: i64,
         /// (remaining, granted, keys), or None if it does not exist.
-        reply: oneshot::Sender<Result<(i64, i64, Vec<Bytes>, i64), Status>>,
+        reply: oneshot::Sender<Result<LeaseTtl, Status>>,
     },
     /// Every lease.
     Leases {
@@ -410,9 +417,9 @@ pub struct Replica {
     awaiting_commit: BTreeMap<u64, (Waiter, Output, i64)>,
     uncommitted: VecDeque<(u64, i64, Vec<mvccpb::Event>)>,
     barrier: Option<u64>,
-    reads_next: Vec<(RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>)>,
-    reads_sent: Vec<(RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>)>,
-    reads_at: BTreeMap<u64, Vec<(RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>)>>,
+    reads_next: Vec<PendingRead>,
+    reads_sent: Vec<PendingRead>,
+    reads_at: BTreeMap<u64, Vec<PendingRead>>,
     watchers: HashMap<(u64, i64), Watcher>,
     deadlines: HashMap<i64, Instant>,
     revoking: BTreeSet<i64>,
@@ -1345,7 +1352,7 @@ impl Replica {
                     applied: self.index,
                     committed: self.committed,
                     revision: self.machine.mvcc.revision(),
-                    sizes: self.sizes.clone(),
+                    sizes: self.sizes,
                 });
             }
         }
@@ -1418,7 +1425,7 @@ impl Replica {
                 continue;
             }
             let resp = WatchResponse {
-                header: Some(header.clone()),
+                header: Some(header),
                 watch_id: w.spec.watch_id,
                 events: mine,
                 ..Default::default()
@@ -1431,7 +1438,7 @@ impl Replica {
             if let Some(w) = self.watchers.remove(&k) {
                 warn!(watch = k.1, "watcher too slow; cancelling it");
                 let _ = w.spec.tx.try_send(Ok(WatchResponse {
-                    header: Some(header.clone()),
+                    header: Some(header),
                     watch_id: w.spec.watch_id,
                     canceled: true,
                     cancel_reason: "troupe: watcher too slow".into(),

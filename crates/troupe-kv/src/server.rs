@@ -153,7 +153,7 @@ impl Server {
                     ..Default::default()
                 })
                 .await?;
-            let header = r.header.clone().unwrap_or_default();
+            let header = r.header.unwrap_or_default();
             let Some(pred) = r.kvs.first() else {
                 // Still ours? A lease that expired took the key with it.
                 let mine = self
@@ -300,12 +300,12 @@ impl pb::kv_server::Kv for Server {
 fn fill_txn_headers(r: &mut pb::TxnResponse, h: &pb::ResponseHeader) {
     for op in &mut r.responses {
         match &mut op.response {
-            Some(response_op::Response::ResponseRange(x)) => x.header = Some(h.clone()),
-            Some(response_op::Response::ResponsePut(x)) => x.header = Some(h.clone()),
-            Some(response_op::Response::ResponseDeleteRange(x)) => x.header = Some(h.clone()),
+            Some(response_op::Response::ResponseRange(x)) => x.header = Some(*h),
+            Some(response_op::Response::ResponsePut(x)) => x.header = Some(*h),
+            Some(response_op::Response::ResponseDeleteRange(x)) => x.header = Some(*h),
             Some(response_op::Response::ResponseTxn(x)) => {
                 fill_txn_headers(x, h);
-                x.header = Some(h.clone());
+                x.header = Some(*h);
             }
             None => {}
         }
