@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# troupe serve against etcd 3.4 (issue 7), same machine, same run, both with
+# fsync on. For each system in turn (never both at once: the machine may have
+# 2 cores) it starts a 3-member cluster on 127.0.0.1 (free ports, fresh data
+# directories), waits until `etcdctl endpoint health` passes, runs
+#   kvbench --mode seq-put            (one client, one put at a time)
+#   kvbench --mode put --clients N    (N clients, puts on distinct keys)
+#   kvbench --mode get --clients N    (N clients, linearizable gets)
+# stops the cluster, and finally prints a Markdown table with troupe/etcd
+# ratios. The raw JSON lines go to the results file.
+#
+# Usage: run.sh [--seconds S (10)] [--clients N (64)] [--value-size B (256)]
+#               [--out FILE] [--no-build] [--keep] [--perf]
+#   --out FILE   where the JSON lines go
+#                [default: bench/etcd/results/<UTC time>.jsonl]
+#   --keep       keep the temporary directory (logs, data dirs)
+#   --perf       record `perf record -g` of one troupe member during the
+#                N-client put run (perf.data kept in the temporary directory)
+# Needs root to install etcd-server, etcd-client and jq when they are missing.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+readonly HERE ROOT
+readonly TROUPE="$ROOT/target/release/troupe"
+readonly KVBENCH="$ROOT/target/release/examples/kvbench"
+readonly BUILD_TRIES=3
+readonly BUILD_RETRY_WAIT=60
+readonly BUILD_TIMEOUT=1800
+readonly HEALTH_TIMEOUT=60
+readonly STOP_TIMEOUT=10
+
+secs=10
+clients=64
+value_size=256
+out=""
+build=1
+keep=0
+perf=0
+
+say() { echo "run.sh: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+usage() {
+	sed -n '/^# Usage:/,/^# Needs root/p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+while (($#)); do
+	case "$1" in
+	--seconds) secs=${2:?--seconds needs a value}; shift 2 ;;
+	--clients) clients=${2:?--clients needs a value}; shift 2 ;;
+	--value-size) value_size=${2:?--value-size needs a value}; shift 2 ;;
+	--out) out=${2:?--out needs a value}; shift 2 ;;
+	--no-build) build=0; shift ;;
+	--keep) keep=1; shift ;;
+	--perf) perf=1; shift ;;
+	-h | --help) usage ;;
+	*) say "unknown argument: $1"; usage ;;
+	esac
+done
+[[ $secs =~ ^[0-9]+$ ]] && ((secs >= 1 && secs <= 600)) || die "--seconds must be 1..600"
+[[ $clients =~ ^[0-9]+$ ]] && ((clients >= 1 && clients <= 4096)) || die "--clients must be 1..4096"
+[[ $value_size =~ ^[0-9]+$ ]] && ((value_size <= 1048576)) || die "--value-size must be 0..1048576"
+
+# --- tools -----------------------------------------------------------------
+
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v jq >/dev/null || need+=(jq)
+if ((${#need[@]})); then
+	((EUID == 0)) || die "needs root to install ${need[*]}"
+	say "installing ${need[*]}"
+	timeout 600 apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "${need[@]}" >&2
+fi
+# The Debian package may have started its own etcd on 2379; our ports are
+# chosen free, so it does not collide, but it would share the CPUs.
+if pgrep -x etcd >/dev/null; then
+	say "warning: an etcd is already running (pid $(pgrep -x etcd | tr '\n' ' ')); it competes for the CPUs"
+fi
+etcd_version=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
+[[ $etcd_version == 3.4.* ]] || say "warning: etcd is $etcd_version, not 3.4"
+export ETCDCTL_API=3
+
+if ((build)); then
+	for ((try = 1; ; try++)); do
+		say "building troupe and kvbench (try $try)"
+		if (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -q &&
+			timeout "$BUILD_TIMEOUT" cargo build --release -q -p troupe-cli --example kvbench); then
+			break
+		fi
+		((try < BUILD_TRIES)) || die "build failed $try times"
+		say "build failed (maybe a concurrent edit); retrying in ${BUILD_RETRY_WAIT}s"
+		sleep "$BUILD_RETRY_WAIT"
+	done
+fi
+[[ -x $TROUPE ]] || die "$TROUPE missing (build first)"
+[[ -x $KVBENCH ]] || die "$KVBENCH missing (build first)"
+
+# --- state and cleanup -----------------------------------------------------
+
+TMP=$(mktemp -d /tmp/troupe-etcd-bench.XXXXXX)
+readonly TMP
+if [[ -z $out ]]; then
+	mkdir -p "$HERE/results"
+	out="$HERE/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+fi
+: >"$out"
+pids=()
+perf_pid=""
+failed=1
+
+stop_cluster() {
+	local p deadline
+	if [[ -n $perf_pid ]]; then
+		kill -INT "$perf_pid" 2>/dev/null || true
+		wait "$perf_pid" 2>/dev/null || true
+		perf_pid=""
+	fi
+	((${#pids[@]})) || return 0
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	deadline=$((SECONDS + STOP_TIMEOUT))
+	for p in "${pids[@]}"; do
+		while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+		if kill -0 "$p" 2>/dev/null; then
+			say "pid $p ignored SIGTERM for ${STOP_TIMEOUT}s; SIGKILL"
+			kill -KILL "$p" 2>/dev/null || true
+		fi
+		wait "$p" 2>/dev/null || true
+	done
+	pids=()
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	stop_cluster
+	if ((keep || failed || perf)); then
+		say "kept $TMP (logs and data)"
+	else
+		rm -rf "$TMP"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port nobody listens on (and that we have not handed out in this run).
+declare -A used_ports=()
+free_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 30000))
+		[[ -z ${used_ports[$p]:-} ]] || continue
+		if ! ss -Htln "sport = :$p" | grep -q .; then
+			used_ports[$p]=1
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# --- one system ------------------------------------------------------------
+
+# start_cluster SYSTEM: sets client_eps (host:port,...) and pids.
+start_cluster() {
+	local sys=$1 i name cluster="" dir
+	local -a cport pport
+	for i in 1 2 3; do
+		cport[i]=$(free_port) || die "no free port"
+		pport[i]=$(free_port) || die "no free port"
+		cluster+="${cluster:+,}m$i=http://127.0.0.1:${pport[i]}"
+	done
+	client_eps=""
+	for i in 1 2 3; do
+		client_eps+="${client_eps:+,}127.0.0.1:${cport[i]}"
+	done
+	for i in 1 2 3; do
+		name=m$i
+		dir="$TMP/$sys/$name"
+		mkdir -p "$dir"
+		local -a flags=(
+			--name "$name" --data-dir "$dir/data"
+			--listen-client-urls "http://127.0.0.1:${cport[i]}"
+			--advertise-client-urls "http://127.0.0.1:${cport[i]}"
+			--listen-peer-urls "http://127.0.0.1:${pport[i]}"
+			--initial-advertise-peer-urls "http://127.0.0.1:${pport[i]}"
+			--initial-cluster "$cluster"
+			--initial-cluster-state new
+		)
+		case $sys in
+		etcd) etcd "${flags[@]}" --initial-cluster-token "bench-$$" --logger zap \
+			>"$dir/log" 2>&1 &
+			;;
+		troupe) "$TROUPE" serve "${flags[@]}" >"$dir/log" 2>&1 & ;;
+		esac
+		pids+=($!)
+	done
+	say "$sys: members at $client_eps (pids ${pids[*]})"
+	local deadline=$((SECONDS + HEALTH_TIMEOUT)) p
+	while :; do
+		for p in "${pids[@]}"; do
+			kill -0 "$p" 2>/dev/null || die "$sys member $p exited; see $TMP/$sys/*/log"
+		done
+		if timeout 10 etcdctl --endpoints="$client_eps" --command-timeout=3s \
+			endpoint health >/dev/null 2>&1; then
+			break
+		fi
+		((SECONDS < deadline)) || die "$sys not healthy after ${HEALTH_TIMEOUT}s; see $TMP/$sys/*/log"
+		sleep 0.5
+	done
+	timeout 10 etcdctl --endpoints="$client_eps" endpoint health >&2
+}
+
+# bench SYSTEM MODE: runs kvbench, appends its JSON line to $out.
+bench() {
+	local sys=$1 mode=$2 line
+	# Warm-up 1 s, prefill (get), connection set-up: bounded generously.
+	local limit=$((secs + 180))
+	say "$sys: $mode"
+	line=$(timeout "$limit" "$KVBENCH" --endpoints "$client_eps" --mode "$mode" \
+		--clients "$clients" --seconds "$secs" --value-size "$value_size" \
+		--system "$sys" --json) || die "$sys $mode: kvbench failed"
+	echo "$line" >>"$out"
+}
+
+run_system() {
+	local sys=$1
+	start_cluster "$sys"
+	bench "$sys" seq-put
+	if ((perf)) && [[ $sys == troupe ]]; then
+		# Record the member the first client (and every third) talks to,
+		# starting after the warm-up, for the measured window.
+		(sleep 2; exec perf record -g -o "$TMP/perf.data" -p "${pids[0]}" -- sleep "$((secs - 2))") \
+			>"$TMP/perf.log" 2>&1 &
+		perf_pid=$!
+	fi
+	bench "$sys" put
+	if [[ -n $perf_pid ]]; then
+		wait "$perf_pid" 2>/dev/null || true
+		perf_pid=""
+		say "perf data: $TMP/perf.data (perf report -i $TMP/perf.data --no-children)"
+	fi
+	bench "$sys" get
+	du -sh "$TMP/$sys" >&2 || true
+	stop_cluster
+}
+
+date_utc=$(date -u '+%Y-%m-%d %H:%M UTC')
+troupe_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+	troupe_rev+=" (working tree has uncommitted changes under crates/)"
+fi
+say "results to $out"
+run_system etcd
+sleep 3 # let the page cache flush settle before the next system
+run_system troupe
+
+# --- table -----------------------------------------------------------------
+
+cpus=$(nproc)
+cpu_model=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
+echo
+echo "$date_utc, $cpus cores ($cpu_model), etcd $etcd_version, troupe $troupe_rev built $(date -u -r "$TROUPE" '+%H:%M UTC'), $secs s per mode, value $value_size B, 3 members on 127.0.0.1, fsync on"
+echo
+jq -rs --argjson n "$clients" '
+	def get(s; m): (map(select(.system == s and .mode == m)) | first) // {};
+	def r(a; b): if (a // 0) > 0 and (b // 0) > 0 then ((a / b * 100 | round) / 100 | tostring) + "x" else "-" end;
+	(get("etcd"; "seq-put")) as $es | (get("etcd"; "put")) as $ep | (get("etcd"; "get")) as $eg |
+	(get("troupe"; "seq-put")) as $ts | (get("troupe"; "put")) as $tp | (get("troupe"; "get")) as $tg |
+	"| system | seq put p50 (us) | seq put p99 (us) | seq put ops/s | \($n)-client put ops/s | \($n)-client put p99 (us) | \($n)-client get ops/s | \($n)-client get p99 (us) | errors |",
+	"|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+	( ["etcd", $es, $ep, $eg], ["troupe", $ts, $tp, $tg] | . as [$name, $s, $p, $g] |
+	  "| \($name) | \($s.p50_us) | \($s.p99_us) | \($s.ops_per_sec | round) | \($p.ops_per_sec | round) | \($p.p99_us) | \($g.ops_per_sec | round) | \($g.p99_us) | \(($s.errors // 0) + ($p.errors // 0) + ($g.errors // 0)) |" ),
+	"| troupe/etcd | \(r($ts.p50_us; $es.p50_us)) | \(r($ts.p99_us; $es.p99_us)) | \(r($ts.ops_per_sec; $es.ops_per_sec)) | \(r($tp.ops_per_sec; $ep.ops_per_sec)) | \(r($tp.p99_us; $ep.p99_us)) | \(r($tg.ops_per_sec; $eg.ops_per_sec)) | \(r($tg.p99_us; $eg.p99_us)) | |",
+	"",
+	"Target (issue 7): \($n)-client put ratio >= 2x: " + (if ($tp.ops_per_sec // 0) >= 2 * ($ep.ops_per_sec // 1e18) then "met" else "NOT met" end)
+	  + "; seq put p50 ratio <= 1x: " + (if ($ts.p50_us // 1e18) <= ($es.p50_us // 0) then "met" else "NOT met" end) + "."
+' "$out"
+echo
+say "raw results: $out"
+failed=0
