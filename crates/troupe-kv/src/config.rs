@@ -20,6 +20,22 @@ pub struct Peer {
     pub addr: String,
 }
 
+/// TLS for client traffic, with etcd's flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    /// This member's certificate chain, PEM (`--cert-file`).
+    pub cert_file: PathBuf,
+    /// Its private key, PEM (`--key-file`).
+    pub key_file: PathBuf,
+    /// CA certificates client certificates are verified against, PEM
+    /// (`--trusted-ca-file`). Without `client_cert_auth`, a client may
+    /// present no certificate, but one it presents must verify.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `trusted_ca_file`
+    /// (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+}
+
 /// Everything `troupe serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -49,6 +65,11 @@ pub struct ServeConfig {
     /// For tests of the checker: serve linearizable reads from local state
     /// without a barrier (a stale-read mutant). Never set in production.
     pub mutant_stale_reads: bool,
+    /// TLS for client traffic; `None` serves clients in plaintext.
+    pub client_tls: Option<ClientTls>,
+    /// Plaintext client traffic was asked for explicitly
+    /// (`--insecure-plaintext`): no warning is logged for it.
+    pub insecure_plaintext: bool,
 }
 
 /// Strips `http://` or `https://` and a trailing `/` from a URL.
@@ -95,6 +116,19 @@ pub fn parse_cluster(s: &str) -> Result<Vec<Peer>, ConfigError> {
 impl ServeConfig {
     /// Checks that this member is in the cluster with the address it advertises.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(t) = &self.client_tls {
+            if t.client_cert_auth && t.trusted_ca_file.is_none() {
+                return Err(ConfigError::Invalid(
+                    "--client-cert-auth needs --trusted-ca-file to verify client certificates against"
+                        .into(),
+                ));
+            }
+            if self.insecure_plaintext {
+                return Err(ConfigError::Invalid(
+                    "--insecure-plaintext contradicts --cert-file/--key-file".into(),
+                ));
+            }
+        }
         match self.cluster.iter().find(|p| p.name == self.name) {
             None => Err(ConfigError::Invalid(format!(
                 "--name '{}' is not in --initial-cluster",

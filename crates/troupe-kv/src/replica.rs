@@ -382,6 +382,8 @@ struct Waiter {
 
 struct Watcher {
     spec: Box<WatchSpec>,
+    /// The first revision this watcher has not been sent yet.
+    next_rev: i64,
 }
 
 /// The member.
@@ -788,7 +790,9 @@ impl Replica {
             epoch: self.promised,
         });
         self.committed = 0;
-        self.committed_rev = self.machine.mvcc.revision();
+        // What the adopted state adds becomes visible once it is durable on a
+        // majority (see `recompute_commit`).
+        self.committed_rev = self.committed_rev.min(self.machine.mvcc.revision());
         self.uncommitted.clear();
         self.awaiting_commit.clear();
         self.revoking.clear();
@@ -1119,6 +1123,7 @@ impl Replica {
         if self.uncommitted.front().is_none_or(|(i, _, _)| *i > c) && c == self.index {
             self.committed_rev = self.machine.mvcc.revision();
         }
+        self.catch_up_watchers();
         // Reads.
         let later = self.reads_at.split_off(&(c + 1));
         for (_, reads) in std::mem::replace(&mut self.reads_at, later) {
@@ -1401,17 +1406,76 @@ impl Replica {
                 }
             }
         }
-        self.watchers
-            .insert((spec.stream, spec.watch_id), Watcher { spec });
+        self.watchers.insert(
+            (spec.stream, spec.watch_id),
+            Watcher {
+                next_rev: spec.start_revision.max(rev + 1),
+                spec,
+            },
+        );
+    }
+
+    /// Sends watchers the history they missed when the committed revision
+    /// jumped without events to dispatch (the member adopted a state).
+    fn catch_up_watchers(&mut self) {
+        let to = self.committed_rev;
+        let behind: Vec<(u64, i64)> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.next_rev <= to)
+            .map(|(k, _)| *k)
+            .collect();
+        let header = self.header(to);
+        for k in behind {
+            let Some(w) = self.watchers.get_mut(&k) else {
+                continue;
+            };
+            let from = w.next_rev;
+            w.next_rev = to + 1;
+            match self
+                .machine
+                .mvcc
+                .events_between(&w.spec.range, from, to, w.spec.prev_kv)
+            {
+                Ok(events) => {
+                    let events = filter_events(&w.spec, events);
+                    if events.is_empty() {
+                        continue;
+                    }
+                    let resp = WatchResponse {
+                        header: Some(header),
+                        watch_id: w.spec.watch_id,
+                        events,
+                        ..Default::default()
+                    };
+                    if w.spec.tx.try_send(Ok(resp)).is_ok() {
+                        continue;
+                    }
+                }
+                Err(_) => {
+                    let _ = w.spec.tx.try_send(Ok(WatchResponse {
+                        header: Some(header),
+                        watch_id: w.spec.watch_id,
+                        canceled: true,
+                        compact_revision: self.machine.mvcc.compacted(),
+                        cancel_reason: "etcdserver: mvcc: required revision has been compacted"
+                            .into(),
+                        ..Default::default()
+                    }));
+                }
+            }
+            self.watchers.remove(&k);
+        }
     }
 
     fn dispatch(&mut self, rev: i64, events: &[mvccpb::Event]) {
         let header = self.header(rev);
         let mut slow = Vec::new();
-        for (k, w) in &self.watchers {
-            if w.spec.start_revision > rev {
+        for (k, w) in &mut self.watchers {
+            if w.next_rev > rev {
                 continue;
             }
+            w.next_rev = rev + 1;
             let mine: Vec<mvccpb::Event> = events
                 .iter()
                 .filter(|e| {
