@@ -11,18 +11,29 @@
 #
 # Usage: run.sh [--seconds S (10)] [--clients N (64)] [--value-size B (256)]
 #               [--out FILE] [--no-build] [--keep] [--perf]
+#               [--systems "etcd troupe"] [--troupe-args "ARGS"]
+#               [--quiet-wait S (120)] [--troupe-bin PATH]
 #   --out FILE   where the JSON lines go
 #                [default: bench/etcd/results/<UTC time>.jsonl]
 #   --keep       keep the temporary directory (logs, data dirs)
 #   --perf       record `perf record -g` of one troupe member during the
 #                N-client put run (perf.data kept in the temporary directory)
+#   --systems    which systems, in this order (diagnostics; the table wants both)
+#   --troupe-args  extra flags for every `troupe serve` (diagnostics only:
+#                the comparison is meant with defaults)
+#   --troupe-bin PATH  run this troupe binary instead of target/release/troupe
+#                (e.g. one built from a clean checkout: the working tree is
+#                shared, and target/release/troupe is whatever was built last)
+#   --quiet-wait S  before each system, wait up to S seconds until the
+#                machine is idle (CPU busy < 30% over 1 s); the busy figure
+#                seen at the start is printed either way
 # Needs root to install etcd-server, etcd-client and jq when they are missing.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 readonly HERE ROOT
-readonly TROUPE="$ROOT/target/release/troupe"
+TROUPE="$ROOT/target/release/troupe"
 readonly KVBENCH="$ROOT/target/release/examples/kvbench"
 readonly BUILD_TRIES=3
 readonly BUILD_RETRY_WAIT=60
@@ -37,6 +48,10 @@ out=""
 build=1
 keep=0
 perf=0
+systems="etcd troupe"
+troupe_args=""
+quiet_wait=120
+readonly QUIET_BUSY=30
 
 say() { echo "run.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -54,12 +69,18 @@ while (($#)); do
 	--no-build) build=0; shift ;;
 	--keep) keep=1; shift ;;
 	--perf) perf=1; shift ;;
+	--systems) systems=${2:?--systems needs a value}; shift 2 ;;
+	--troupe-args) troupe_args=${2?--troupe-args needs a value}; shift 2 ;;
+	--troupe-bin) TROUPE=${2:?--troupe-bin needs a value}; shift 2 ;;
+	--quiet-wait) quiet_wait=${2:?--quiet-wait needs a value}; shift 2 ;;
 	-h | --help) usage ;;
 	*) say "unknown argument: $1"; usage ;;
 	esac
 done
 [[ $secs =~ ^[0-9]+$ ]] && ((secs >= 1 && secs <= 600)) || die "--seconds must be 1..600"
 [[ $clients =~ ^[0-9]+$ ]] && ((clients >= 1 && clients <= 4096)) || die "--clients must be 1..4096"
+[[ $quiet_wait =~ ^[0-9]+$ ]] && ((quiet_wait <= 3600)) || die "--quiet-wait must be 0..3600"
+for s in $systems; do [[ $s == etcd || $s == troupe ]] || die "unknown system: $s"; done
 [[ $value_size =~ ^[0-9]+$ ]] && ((value_size <= 1048576)) || die "--value-size must be 0..1048576"
 
 # --- tools -----------------------------------------------------------------
@@ -96,6 +117,7 @@ if ((build)); then
 	done
 fi
 [[ -x $TROUPE ]] || die "$TROUPE missing (build first)"
+TROUPE="$(cd "$(dirname "$TROUPE")" && pwd)/$(basename "$TROUPE")"
 [[ -x $KVBENCH ]] || die "$KVBENCH missing (build first)"
 
 # --- state and cleanup -----------------------------------------------------
@@ -195,7 +217,8 @@ start_cluster() {
 		etcd) etcd "${flags[@]}" --initial-cluster-token "bench-$$" --logger zap \
 			>"$dir/log" 2>&1 &
 			;;
-		troupe) "$TROUPE" serve "${flags[@]}" >"$dir/log" 2>&1 & ;;
+		# shellcheck disable=SC2086 # troupe_args is a list of flags
+		troupe) "$TROUPE" serve "${flags[@]}" $troupe_args >"$dir/log" 2>&1 & ;;
 		esac
 		pids+=($!)
 	done
@@ -227,8 +250,36 @@ bench() {
 	echo "$line" >>"$out"
 }
 
+# Percent of CPU time busy over one second, all cores.
+cpu_busy() {
+	local a b
+	read -r -a a < <(head -1 /proc/stat)
+	sleep 1
+	read -r -a b < <(head -1 /proc/stat)
+	local i tot=0 idle
+	for i in 1 2 3 4 5 6 7 8; do tot=$((tot + b[i] - a[i])); done
+	idle=$((b[4] - a[4] + b[5] - a[5]))
+	((tot > 0)) || { echo 0; return; }
+	echo $(((tot - idle) * 100 / tot))
+}
+
+wait_quiet() {
+	local sys=$1 busy deadline=$((SECONDS + quiet_wait))
+	busy=$(cpu_busy)
+	while ((busy >= QUIET_BUSY && SECONDS < deadline)); do
+		sleep 4
+		busy=$(cpu_busy)
+	done
+	if ((busy >= QUIET_BUSY)); then
+		say "warning: machine still ${busy}% busy before $sys (other work competes; figures are low)"
+	fi
+	say "$sys: machine ${busy}% busy before start, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "{\"system\":\"$sys\",\"mode\":\"machine\",\"busy_pct_before\":$busy,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$out"
+}
+
 run_system() {
 	local sys=$1
+	wait_quiet "$sys"
 	start_cluster "$sys"
 	bench "$sys" seq-put
 	if ((perf)) && [[ $sys == troupe ]]; then
@@ -250,24 +301,32 @@ run_system() {
 }
 
 date_utc=$(date -u '+%Y-%m-%d %H:%M UTC')
-troupe_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-	troupe_rev+=" (working tree has uncommitted changes under crates/)"
+troupe_rev="$TROUPE, sha256 $(sha256sum "$TROUPE" | cut -c1-12), built $(date -u -r "$TROUPE" '+%H:%M UTC')"
+if [[ $TROUPE == "$ROOT/target/release/troupe" ]]; then
+	troupe_rev+=", tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	if [[ -n $(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+		troupe_rev+=" with uncommitted changes under crates/"
+	fi
 fi
 say "results to $out"
-run_system etcd
-sleep 3 # let the page cache flush settle before the next system
-run_system troupe
+first=1
+for sys in $systems; do
+	((first)) || sleep 3 # let the page cache flush settle before the next system
+	first=0
+	run_system "$sys"
+done
 
 # --- table -----------------------------------------------------------------
 
 cpus=$(nproc)
 cpu_model=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
 echo
-echo "$date_utc, $cpus cores ($cpu_model), etcd $etcd_version, troupe $troupe_rev built $(date -u -r "$TROUPE" '+%H:%M UTC'), $secs s per mode, value $value_size B, 3 members on 127.0.0.1, fsync on"
+echo "$date_utc, $cpus cores ($cpu_model), etcd $etcd_version, troupe ($troupe_rev), $secs s per mode, value $value_size B, 3 members on 127.0.0.1, fsync on${troupe_args:+, troupe serve $troupe_args}"
 echo
 jq -rs --argjson n "$clients" '
 	def get(s; m): (map(select(.system == s and .mode == m)) | first) // {};
+	(map(select(.mode == "machine")) | map("\(.system): \(.busy_pct_before)% CPU busy before start (load \(.loadavg))") | join("; ")),
+	"",
 	def r(a; b): if (a // 0) > 0 and (b // 0) > 0 then ((a / b * 100 | round) / 100 | tostring) + "x" else "-" end;
 	(get("etcd"; "seq-put")) as $es | (get("etcd"; "put")) as $ep | (get("etcd"; "get")) as $eg |
 	(get("troupe"; "seq-put")) as $ts | (get("troupe"; "put")) as $tp | (get("troupe"; "get")) as $tg |
