@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod certs;
 mod demo;
 mod node;
 mod procs;
@@ -31,6 +32,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// The coordination service's members: leader, epoch, index, revision, disk.
     Status(serve::StatusArgs),
+    /// Create a development CA and per-node certificates for TLS.
+    Certs(certs::CertsArgs),
     /// One member process of `troupe bench` (started by the bench itself).
     #[command(hide = true)]
     BenchMember(bench::MemberArgs),
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::BenchMember(args) => bench::run_member(args),
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => serve::status(args),
+        Command::Certs(args) => certs::run(args),
     };
     match result {
         Ok(code) => code,
