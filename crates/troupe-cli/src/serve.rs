@@ -12,7 +12,7 @@ use troupe_kv::pb::etcdserverpb::{
     cluster_client::ClusterClient, maintenance_client::MaintenanceClient, MemberListRequest,
     StatusRequest,
 };
-use troupe_kv::ServeConfig;
+use troupe_kv::{ClientTls, ServeConfig};
 
 /// Whether the data directory is new.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,6 +69,26 @@ pub struct ServeArgs {
     /// mutant that the linearizability checker must catch).
     #[arg(long, hide = true)]
     mutant_stale_reads: bool,
+    /// This member's certificate for client TLS, PEM (etcd's flag). With
+    /// --key-file, clients must speak TLS and the client URLs are https.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The private key of --cert-file, PEM.
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// CA certificates that client certificates are verified against, PEM.
+    /// Without --client-cert-auth a client may present no certificate.
+    #[arg(long, requires = "cert_file")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Require every client to present a certificate signed by
+    /// --trusted-ca-file; others are refused at the TLS handshake.
+    #[arg(long, requires = "trusted_ca_file")]
+    client_cert_auth: bool,
+    /// Serve clients in plaintext without the warning that says so. Without
+    /// TLS flags clients are served in plaintext either way; this flag
+    /// records that it was meant.
+    #[arg(long, conflicts_with_all = ["cert_file", "key_file", "trusted_ca_file", "client_cert_auth"])]
+    insecure_plaintext: bool,
 }
 
 fn first_url(s: &str) -> Result<String> {
@@ -83,6 +103,20 @@ fn config(a: &ServeArgs) -> Result<ServeConfig> {
         None => listen_peer.clone(),
     };
     let listen_client = first_url(&a.listen_client_urls)?;
+    let client_tls = match (&a.cert_file, &a.key_file) {
+        (Some(cert_file), Some(key_file)) => Some(ClientTls {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            trusted_ca_file: a.trusted_ca_file.clone(),
+            client_cert_auth: a.client_cert_auth,
+        }),
+        _ => None,
+    };
+    if client_tls.is_none() && a.listen_client_urls.trim_start().starts_with("https://") {
+        bail!("--listen-client-urls is https: pass --cert-file and --key-file");
+    }
+    // With TLS, the client URLs this member advertises are https, whatever
+    // scheme the flags were written with.
     let advertise_client: Vec<String> = a
         .advertise_client_urls
         .as_deref()
@@ -90,6 +124,10 @@ fn config(a: &ServeArgs) -> Result<ServeConfig> {
         .split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+        .map(|s| match (&client_tls, s.strip_prefix("http://")) {
+            (Some(_), Some(rest)) => format!("https://{rest}"),
+            _ => s,
+        })
         .collect();
     let cluster = match &a.initial_cluster {
         Some(c) => parse_cluster(c)?,
@@ -115,6 +153,8 @@ fn config(a: &ServeArgs) -> Result<ServeConfig> {
         suspect_timeout: Duration::from_millis(a.suspect_timeout_ms.max(10)),
         snapshot_entries: a.snapshot_count,
         mutant_stale_reads: a.mutant_stale_reads,
+        client_tls,
+        insecure_plaintext: a.insecure_plaintext,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -154,6 +194,39 @@ pub struct StatusArgs {
     /// One JSON object per member instead of a table.
     #[arg(long)]
     json: bool,
+    /// CA certificate to verify the members' TLS certificates with (PEM);
+    /// endpoints without a scheme are then https.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// Client certificate to present (PEM), for --client-cert-auth.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+/// The client TLS configuration of `troupe status`, if any flag asks for TLS.
+fn status_tls(args: &StatusArgs) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+    let read = |flag: &str, p: &PathBuf| {
+        std::fs::read(p).with_context(|| format!("reading {flag} {}", p.display()))
+    };
+    if args.cacert.is_none() && args.cert.is_none() {
+        return Ok(None);
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    if let Some(ca) = &args.cacert {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(
+            "--cacert", ca,
+        )?));
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read("--cert", cert)?,
+            read("--key", key)?,
+        ));
+    }
+    Ok(Some(tls))
 }
 
 /// Runs `troupe status`.
@@ -162,14 +235,20 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let tls = status_tls(&args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     rt.block_on(async {
         let mut names = std::collections::HashMap::new();
         let mut rows = Vec::new();
         let mut failed = 0;
         for ep in args.endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let url = if ep.contains("://") { ep.to_string() } else { format!("http://{ep}") };
+            let url = if ep.contains("://") { ep.to_string() } else { format!("{scheme}://{ep}") };
             let ask = async {
-                let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+                let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())?;
+                if let Some(tls) = &tls {
+                    endpoint = endpoint.tls_config(tls.clone())?;
+                }
+                let channel = endpoint
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(3))
                     .connect()

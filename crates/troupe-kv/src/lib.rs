@@ -10,6 +10,11 @@
 //! - [`server`]: the gRPC services (KV, Watch, Lease, Cluster, Maintenance,
 //!   Lock, Election).
 //! - [`config`]: etcd's flags.
+//!
+//! Client traffic is served over TLS when [`ServeConfig::client_tls`] is
+//! set (rustls with the ring provider; see [`client_tls_config`]), with
+//! client certificates verified against a trusted CA when asked for.
+//! Member-to-member traffic is not encrypted yet.
 
 pub mod config;
 pub mod machine;
@@ -39,12 +44,23 @@ pub mod pb {
     }
 }
 
-pub use config::{ConfigError, Peer, ServeConfig};
+pub use config::{ClientTls, ConfigError, Peer, ServeConfig};
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tracing::info;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::rustls::{
+    self,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore,
+};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
+use tracing::{info, warn};
 
 /// Shortest lease granted, in seconds: shorter TTLs are raised to it, as
 /// etcd raises them to its minimum.
@@ -67,15 +83,155 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A TLS file or setting cannot be used.
+    #[error("TLS: {}: {reason}", file.display())]
+    Tls {
+        /// The file (or the flag's file) at fault.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+}
+
+/// TLS handshakes in progress at once; connections beyond are closed at
+/// once (a flood of connections cannot pile up handshake state).
+pub const MAX_TLS_HANDSHAKES: usize = 256;
+
+/// Time a client has to complete its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tls_error(file: &Path, reason: impl Into<String>) -> ServeError {
+    ServeError::Tls {
+        file: file.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn read_file(flag: &str, file: &Path) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(file).map_err(|e| tls_error(file, format!("cannot read the {flag} file: {e}")))
+}
+
+fn load_certs(flag: &str, file: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
+    let pem = read_file(flag, file)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(file, format!("{flag}: not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_error(file, format!("{flag}: no PEM certificate in it")));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration for client traffic (ring provider, TLS 1.2
+/// and 1.3, ALPN `h2`): the member's certificate and key, and, with a
+/// trusted CA, a verifier of client certificates that requires one when
+/// `client_cert_auth` is set. Each file is named in the error it causes.
+pub fn client_tls_config(t: &ClientTls) -> Result<rustls::ServerConfig, ServeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = load_certs("--cert-file", &t.cert_file)?;
+    let key_pem = read_file("--key-file", &t.key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        tls_error(
+            &t.key_file,
+            format!("--key-file: no PEM private key in it: {e}"),
+        )
+    })?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(&t.cert_file, e.to_string()))?;
+    let builder = match &t.trusted_ca_file {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in load_certs("--trusted-ca-file", ca)? {
+                roots.add(c).map_err(|e| {
+                    tls_error(
+                        ca,
+                        format!("--trusted-ca-file: not a usable CA certificate: {e}"),
+                    )
+                })?;
+            }
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = if t.client_cert_auth {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            let v = v
+                .build()
+                .map_err(|e| tls_error(ca, format!("--trusted-ca-file: {e}")))?;
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_single_cert(certs, key).map_err(|e| {
+        tls_error(
+            &t.cert_file,
+            format!("--cert-file with --key-file {}: {e}", t.key_file.display()),
+        )
+    })?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Accepts TCP connections and completes their TLS handshakes, at most
+/// [`MAX_TLS_HANDSHAKES`] at once and each within
+/// [`TLS_HANDSHAKE_TIMEOUT`]; a client refused at the handshake (no
+/// certificate, another CA, expired, plaintext) is logged with its address
+/// and does not disturb the others.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let handshakes = Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES));
+        while !tx.is_closed() {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, then go on.
+                    warn!(error = %e, "accepting a client connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                warn!(%peer, "client refused: {MAX_TLS_HANDSHAKES} TLS handshakes already in progress");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => warn!(%peer, error = %e, "client refused at the TLS handshake"),
+                    Err(_) => {
+                        warn!(%peer, "client refused: no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}")
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Runs one member until the process is stopped: opens the data directory,
 /// joins (or recovers) the cluster, and serves clients.
 pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     cfg.validate()?;
+    // Read the certificates before anything else, so that a wrong file is
+    // reported before the member joins its group.
+    let tls = match &cfg.client_tls {
+        Some(t) => Some(TlsAcceptor::from(Arc::new(client_tls_config(t)?))),
+        None => None,
+    };
     let loaded = replica::load(&cfg)?;
     let addr: SocketAddr = cfg.listen_client.parse().map_err(|e| {
         ServeError::Config(ConfigError::Invalid(format!(
@@ -83,7 +239,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             cfg.listen_client
         )))
     })?;
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Listen {
             addr: cfg.listen_client.clone(),
@@ -91,13 +247,28 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         })?;
     let (tx, rx) = mpsc::channel(65_536);
     let server = server::Server::new(cfg.clone(), tx);
-    info!(name = %cfg.name, clients = %cfg.listen_client, peers = %cfg.listen_peer, "troupe-kv member starting");
+    info!(name = %cfg.name, clients = %cfg.listen_client, peers = %cfg.listen_peer, tls = tls.is_some(), "troupe-kv member starting");
+    match &cfg.client_tls {
+        Some(t) => {
+            info!(
+                client_cert_auth = t.client_cert_auth,
+                "client traffic is served over TLS"
+            );
+            warn!("member-to-member traffic is plaintext TCP: keep the peer network private");
+        }
+        None if !cfg.insecure_plaintext => warn!(
+            "client traffic is unencrypted and unauthenticated: pass --cert-file and --key-file \
+             (with --trusted-ca-file and --client-cert-auth to require client certificates), \
+             or --insecure-plaintext to serve plaintext without this warning"
+        ),
+        None => {}
+    }
     let member = tokio::spawn(replica::run(cfg.clone(), loaded, rx));
     use pb::etcdserverpb::{
         cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
         maintenance_server::MaintenanceServer, watch_server::WatchServer,
     };
-    let grpc = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(KvServer::new(server.clone()))
         .add_service(WatchServer::new(server.clone()))
         .add_service(LeaseServer::new(server.clone()))
@@ -106,8 +277,21 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .add_service(pb::v3lockpb::lock_server::LockServer::new(server.clone()))
         .add_service(pb::v3electionpb::election_server::ElectionServer::new(
             server,
-        ))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        ));
+    let grpc = async {
+        match tls {
+            Some(acceptor) => {
+                router
+                    .serve_with_incoming(tls_incoming(listener, acceptor))
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+            }
+        }
+    };
     tokio::select! {
         r = grpc => r?,
         _ = member => {}
