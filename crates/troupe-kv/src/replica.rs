@@ -658,6 +658,11 @@ impl Replica {
             // does on a leader change: it cannot know the old keeper's clocks.
             self.rebase_leases();
         }
+        if let Phase::Recovering { reports, .. } = &mut self.phase {
+            // Only members still here count: the chosen one must be able to
+            // send its state.
+            reports.retain(|n, _| names.contains(n));
+        }
         if let Phase::Adopting {
             round,
             epoch,
