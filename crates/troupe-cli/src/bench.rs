@@ -47,6 +47,13 @@ const CHILD_DEADLINE_MARGIN_SECS: u64 = 90;
 const RTT_ROUNDS: usize = 2000;
 /// Bytes of a ping-pong frame.
 const RTT_BYTES: usize = 64;
+/// The members' default window, messages. At saturation a message waits
+/// behind every unstable message of the group (Little's law), so the window
+/// sets the latency; this one is still several round trips' worth at the
+/// rates measured here, so it does not cost throughput.
+const WINDOW_MSGS: usize = 1024;
+/// Send tasks per sending member (sends in flight at once).
+const SEND_TASKS: usize = 32;
 /// Highest latency the histograms track, ns (a minute).
 const HIST_MAX_NS: u64 = 60_000_000_000;
 
@@ -137,6 +144,9 @@ pub struct BenchArgs {
     /// Where --sweep writes its CSV.
     #[arg(long, default_value = "troupe-bench.csv")]
     csv: std::path::PathBuf,
+    /// Each member's window: most of its own messages not yet stable.
+    #[arg(long, default_value_t = WINDOW_MSGS)]
+    window: usize,
 }
 
 /// Which side of the comparison a member process runs.
@@ -178,6 +188,9 @@ pub struct MemberArgs {
     /// Exit after this many seconds whatever happens.
     #[arg(long, default_value_t = 300)]
     deadline_secs: u64,
+    /// The window (troupe only).
+    #[arg(long, default_value_t = WINDOW_MSGS)]
+    window: usize,
 }
 
 // ---------------------------------------------------------------------------
@@ -197,6 +210,10 @@ struct MemberResult {
     delivered: u64,
     secs: f64,
     hist: Histogram<u64>,
+    /// Messages this member multicast, and datagrams its engine built
+    /// (troupe only, else 0): how well messages share datagrams.
+    sent: u64,
+    datagrams_out: u64,
 }
 
 impl MemberResult {
@@ -210,7 +227,13 @@ impl MemberResult {
             .collect();
         format!(
             "result {}",
-            json!({ "delivered": self.delivered, "secs": self.secs, "hist": buckets })
+            json!({
+                "delivered": self.delivered,
+                "secs": self.secs,
+                "sent": self.sent,
+                "datagrams_out": self.datagrams_out,
+                "hist": buckets,
+            })
         )
     }
 
@@ -233,6 +256,8 @@ impl MemberResult {
             delivered,
             secs,
             hist,
+            sent: v["sent"].as_u64().unwrap_or(0),
+            datagrams_out: v["datagrams_out"].as_u64().unwrap_or(0),
         })
     }
 }
@@ -244,6 +269,8 @@ struct SideFigures {
     /// Each member's deliveries per second.
     per_member: Vec<f64>,
     hist: Histogram<u64>,
+    /// Messages sent per datagram built, over all members (0: not known).
+    msgs_per_datagram: f64,
 }
 
 impl SideFigures {
@@ -255,10 +282,17 @@ impl SideFigures {
             let _ = hist.add(&r.hist);
         }
         let msgs_per_sec = per_member.iter().sum::<f64>() / (per_member.len().max(1) as f64);
+        let sent: u64 = results.iter().map(|r| r.sent).sum();
+        let datagrams: u64 = results.iter().map(|r| r.datagrams_out).sum();
         SideFigures {
             msgs_per_sec,
             per_member,
             hist,
+            msgs_per_datagram: if datagrams > 0 {
+                sent as f64 / datagrams as f64
+            } else {
+                0.0
+            },
         }
     }
 
@@ -320,6 +354,8 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
         args.seconds.to_string(),
         "--deadline-secs".into(),
         (2 * args.seconds + CHILD_DEADLINE_MARGIN_SECS).to_string(),
+        "--window".into(),
+        args.window.to_string(),
     ]
 }
 
@@ -447,6 +483,7 @@ fn row(
         "baseline_p99_us": b.us(0.99),
         "baseline_rtt_p50_us": rtt.value_at_quantile(0.5) as f64 / 1e3,
         "ratio": ratio,
+        "msgs_per_datagram": t.msgs_per_datagram,
     })
 }
 
@@ -679,6 +716,7 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
         .suspect_timeout(Duration::from_secs(10))
         .flush_timeout(Duration::from_secs(10))
         .join_timeout(FORM_TIMEOUT)
+        .window_msgs_max(args.window.max(2))
         .stateless();
     if !args.join.is_empty() {
         b = b.join(args.join.clone());
@@ -723,22 +761,26 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let end = start + seconds;
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = if args.senders.sends(args.index) {
-        let handle = handle.clone();
-        let stop = stop.clone();
-        let ordering = args.ordering.ordering();
-        let size = args.size;
-        Some(tokio::spawn(async move {
-            while !stop.load(AtomicOrdering::Relaxed) && Instant::now() < end {
-                if let Err(e) = handle.send(ordering, payload(size)).await {
-                    tracing::warn!(error = %e, "send failed");
-                    return;
+    // Several sends in flight, as an application with many clients has:
+    // each `send` waits for the driver to accept its message, so a single
+    // loop would hand the driver one message per wake-up.
+    let mut senders = tokio::task::JoinSet::new();
+    if args.senders.sends(args.index) {
+        for _ in 0..SEND_TASKS {
+            let handle = handle.clone();
+            let stop = stop.clone();
+            let ordering = args.ordering.ordering();
+            let size = args.size;
+            senders.spawn(async move {
+                while !stop.load(AtomicOrdering::Relaxed) && Instant::now() < end {
+                    if let Err(e) = handle.send(ordering, payload(size)).await {
+                        tracing::warn!(error = %e, "send failed");
+                        return;
+                    }
                 }
-            }
-        }))
-    } else {
-        None
-    };
+            });
+        }
+    }
     let mut hist = new_hist();
     let mut delivered = 0u64;
     let deadline = tokio::time::sleep_until(end);
@@ -762,14 +804,15 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     }
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, AtomicOrdering::Relaxed);
-    if let Some(s) = sender {
-        s.abort();
-    }
+    senders.abort_all();
+    let stats = handle.stats().await.unwrap_or_default();
     tell(
         &MemberResult {
             delivered,
             secs,
             hist,
+            sent: stats.sent.iter().sum(),
+            datagrams_out: stats.datagrams_out,
         }
         .to_line(),
     );
@@ -943,6 +986,8 @@ fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
                     delivered: RTT_ROUNDS as u64,
                     secs: 1.0,
                     hist,
+                    sent: 0,
+                    datagrams_out: 0,
                 };
                 tell(&r.to_line().replacen("result", "rtt", 1));
             }
@@ -994,6 +1039,8 @@ fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             delivered: n + own,
             secs,
             hist,
+            sent: own,
+            datagrams_out: 0,
         }
         .to_line(),
     );
@@ -1016,6 +1063,8 @@ mod tests {
             delivered: 4,
             secs: 2.0,
             hist,
+            sent: 3,
+            datagrams_out: 2,
         };
         let line = r.to_line();
         let back = MemberResult::parse(line.trim_start_matches("result ")).expect("parses");
@@ -1042,11 +1091,14 @@ mod tests {
             verbose: false,
             sweep: true,
             csv: "x.csv".into(),
+            window: WINDOW_MSGS,
         };
         let fig = SideFigures::of(&[MemberResult {
             delivered: 10,
             secs: 1.0,
             hist: new_hist(),
+            sent: 10,
+            datagrams_out: 5,
         }]);
         let line = csv_line(&row(&args, &fig, &fig, &new_hist()));
         let cells: Vec<&str> = line.split(',').collect();
