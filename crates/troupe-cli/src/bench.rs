@@ -31,6 +31,8 @@ use troupe::{Event, Group, Ordering};
 
 use crate::procs::{exit_after, tell, unix_ns, Children};
 
+mod failover;
+
 /// Most members a bench starts.
 const MEMBERS_MAX: usize = 16;
 /// Largest payload.
@@ -52,6 +54,17 @@ const RTT_BYTES: usize = 64;
 /// sets the latency; this one is still several round trips' worth at the
 /// rates measured here, so it does not cost throughput.
 const WINDOW_MSGS: usize = 1024;
+/// Send tasks per sending member in an --overload run: far more than the
+/// window lets out, so that most wait on back-pressure.
+const SEND_TASKS_OVERLOAD: usize = 256;
+/// The slow reader of an --overload run pauses for [`SLOW_READ_PAUSE`] after
+/// this many events: it reads at most about 64k events/s, well below what
+/// the others send.
+const SLOW_READ_BATCH: u64 = 64;
+/// See [`SLOW_READ_BATCH`].
+const SLOW_READ_PAUSE: Duration = Duration::from_millis(1);
+/// How often an --overload run samples each member's resident memory.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 /// Send tasks per sending member (sends in flight at once).
 const SEND_TASKS: usize = 32;
 /// Highest latency the histograms track, ns (a minute).
@@ -147,6 +160,26 @@ pub struct BenchArgs {
     /// Each member's window: most of its own messages not yet stable.
     #[arg(long, default_value_t = WINDOW_MSGS)]
     window: usize,
+    /// Kill a member again and again (restarting it) and report the time
+    /// from each kill to a new view at every survivor, beyond the suspect
+    /// timeout, and any false suspicion.
+    #[arg(long, conflicts_with_all = ["sweep", "overload", "idle"])]
+    failover: bool,
+    /// Kills of a --failover run.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// The failure detector's timeout in a --failover run, ms.
+    #[arg(long, default_value_t = 100)]
+    suspect_timeout_ms: u64,
+    /// Every member sends far more than the group can deliver (many sends
+    /// in flight, and the last member reads its events slowly); each
+    /// member's resident memory is sampled over the run. No baseline.
+    #[arg(long, conflicts_with_all = ["sweep", "idle"])]
+    overload: bool,
+    /// One message in flight at a time, from the first member, in total
+    /// order: latency on an idle group, against the raw TCP round trip.
+    #[arg(long, conflicts_with = "sweep")]
+    idle: bool,
 }
 
 /// Which side of the comparison a member process runs.
@@ -156,6 +189,8 @@ pub enum Role {
     Troupe,
     /// A member of the raw TCP baseline.
     Tcp,
+    /// A troupe member that only reports its views (--failover).
+    Watch,
 }
 
 /// Arguments of the hidden `troupe bench-member` (one member process of a bench).
@@ -191,6 +226,15 @@ pub struct MemberArgs {
     /// The window (troupe only).
     #[arg(long, default_value_t = WINDOW_MSGS)]
     window: usize,
+    /// The suspect timeout, ms (watch only).
+    #[arg(long, default_value_t = 100)]
+    suspect_timeout_ms: u64,
+    /// Send without pause, and read slowly at the last member (troupe only).
+    #[arg(long)]
+    overload: bool,
+    /// One message at a time, from the first member (troupe only).
+    #[arg(long)]
+    idle: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -335,8 +379,9 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
     let role = match role {
         Role::Troupe => "troupe",
         Role::Tcp => "tcp",
+        Role::Watch => "watch",
     };
-    vec![
+    let mut v: Vec<String> = vec![
         "bench-member".into(),
         "--role".into(),
         role.into(),
@@ -356,7 +401,14 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
         (2 * args.seconds + CHILD_DEADLINE_MARGIN_SECS).to_string(),
         "--window".into(),
         args.window.to_string(),
-    ]
+    ];
+    if args.overload {
+        v.push("--overload".into());
+    }
+    if args.idle {
+        v.push("--idle".into());
+    }
+    v
 }
 
 /// Waits for one line `word ...` from every child; returns the rest of each.
@@ -397,8 +449,34 @@ fn parse_port(s: &str) -> anyhow::Result<u16> {
         .with_context(|| format!("bad port from a member: {s:?}"))
 }
 
-/// Runs the troupe side: its members' results.
-async fn troupe_side(args: &BenchArgs) -> anyhow::Result<Vec<MemberResult>> {
+/// Resident memory samples of the members: (seconds since the start, KiB
+/// per member, 0 when unreadable).
+type RssSamples = Vec<(f64, Vec<u64>)>;
+
+/// A process's resident memory in KiB, from `/proc/<pid>/status` (VmRSS).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples the resident memory of `pids` every [`RSS_SAMPLE_INTERVAL`]
+/// until `stop`.
+async fn sample_rss(pids: Vec<u32>, stop: Arc<AtomicBool>) -> RssSamples {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(RSS_SAMPLE_INTERVAL);
+    while !stop.load(AtomicOrdering::Relaxed) {
+        tick.tick().await;
+        let kib = pids.iter().map(|p| rss_kib(*p).unwrap_or(0)).collect();
+        out.push((start.elapsed().as_secs_f64(), kib));
+    }
+    out
+}
+
+/// Runs the troupe side: its members' results, and their resident memory
+/// over the run when `args.overload`.
+async fn troupe_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, RssSamples)> {
     let mut kids = Children::new()?;
     let first = kids.spawn(&member_args(args, Role::Troupe, 0), !args.verbose)?;
     let port = parse_port(&expect(&mut kids, first, "port", FORM_TIMEOUT).await?)?;
@@ -409,15 +487,30 @@ async fn troupe_side(args: &BenchArgs) -> anyhow::Result<Vec<MemberResult>> {
         kids.spawn(&a, !args.verbose)?;
     }
     gather(&mut kids, "ready", FORM_TIMEOUT).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = args.overload.then(|| {
+        let pids = (0..kids.len()).filter_map(|i| kids.pid(i)).collect();
+        tokio::spawn(sample_rss(pids, stop.clone()))
+    });
     kids.tell_all("go").await;
     let results = gather(
         &mut kids,
         "result",
         Duration::from_secs(args.seconds) + REPORT_TIMEOUT,
     )
-    .await?;
+    .await;
+    stop.store(true, AtomicOrdering::Relaxed);
+    let rss = match sampler {
+        Some(s) => s.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let results = results?;
     kids.finish(Duration::from_secs(3)).await;
-    results.iter().map(|r| MemberResult::parse(r)).collect()
+    let results = results
+        .iter()
+        .map(|r| MemberResult::parse(r))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((results, rss))
 }
 
 /// Runs the baseline: its members' results and the ping-pong's round trips.
@@ -556,6 +649,15 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.sweep {
         return sweep(args).await;
     }
+    if args.failover {
+        return failover::run(args).await;
+    }
+    if args.overload {
+        return overload(args).await;
+    }
+    if args.idle {
+        return idle(args).await;
+    }
     if !args.json {
         eprintln!(
             "troupe bench: {} members, {} B, {}, senders {}, {} s each side",
@@ -567,7 +669,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         );
         eprintln!("  running troupe ...");
     }
-    let t = SideFigures::of(&troupe_side(args).await.context("troupe side")?);
+    let t = SideFigures::of(&troupe_side(args).await.context("troupe side")?.0);
     if !args.json {
         eprintln!("  running the raw TCP baseline ...");
     }
@@ -577,6 +679,142 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{r}");
     } else {
         print_table(&r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--idle`: one message at a time, then the baseline's round trip.
+async fn idle(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if !args.json {
+        eprintln!(
+            "troupe bench --idle: {} members, {} B, {}, one message at a time for {} s",
+            args.members,
+            args.size,
+            args.ordering.name(),
+            args.seconds
+        );
+    }
+    let (results, _) = troupe_side(args).await.context("troupe side")?;
+    let t = SideFigures::of(&results);
+    // The baseline's round trip is measured on idle members before its
+    // run, which needs only a second here.
+    let mut a = args.clone();
+    a.seconds = 1;
+    let (_, rtt) = tcp_side(&a).await.context("baseline side")?;
+    let rtt_us = rtt.value_at_quantile(0.5) as f64 / 1e3;
+    let r = json!({
+        "mode": "idle",
+        "ordering": args.ordering.name(),
+        "members": args.members,
+        "size": args.size,
+        "seconds": args.seconds,
+        "messages": results.first().map_or(0, |r| r.sent),
+        "p50_us": t.us(0.5),
+        "p99_us": t.us(0.99),
+        "p999_us": t.us(0.999),
+        "baseline_rtt_p50_us": rtt_us,
+        "p50_over_rtt": if rtt_us > 0.0 { t.us(0.5) / rtt_us } else { 0.0 },
+    });
+    if args.json {
+        println!("{r}");
+    } else {
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        println!(
+            "\ntroupe {} at idle, send to delivery at every member: p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us ({} messages)",
+            args.ordering.name(),
+            f("p50_us"),
+            f("p99_us"),
+            f("p999_us"),
+            r["messages"]
+        );
+        println!(
+            "raw TCP round trip ({RTT_BYTES} B, idle) p50: {:.0} us; troupe p50 / round trip: {:.2}",
+            rtt_us,
+            f("p50_over_rtt")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--overload`: the members' resident memory while every sender pushes far
+/// more than the group can deliver.
+async fn overload(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if !args.json {
+        eprintln!(
+            "troupe bench --overload: {} members, {} B, {}, window {}, {} s; the last member reads slowly",
+            args.members,
+            args.size,
+            args.ordering.name(),
+            args.window,
+            args.seconds
+        );
+    }
+    let mut a = args.clone();
+    a.senders = Senders::All;
+    let (results, rss) = troupe_side(&a).await.context("troupe side")?;
+    let t = SideFigures::of(&results);
+    let n = args.members;
+    // Per member: the samples in the second half of the run against the
+    // first half's peak: flat means the second half grows no further.
+    let mut first_half_max = vec![0u64; n];
+    let mut second_half_max = vec![0u64; n];
+    let half = args.seconds as f64 / 2.0;
+    for (at, kib) in &rss {
+        for (i, k) in kib.iter().enumerate().take(n) {
+            let slot = if *at < half {
+                &mut first_half_max[i]
+            } else {
+                &mut second_half_max[i]
+            };
+            *slot = (*slot).max(*k);
+        }
+    }
+    let samples: Vec<serde_json::Value> = rss
+        .iter()
+        .map(|(at, kib)| json!({ "secs": at, "rss_kib": kib }))
+        .collect();
+    let r = json!({
+        "mode": "overload",
+        "ordering": args.ordering.name(),
+        "members": n,
+        "size": args.size,
+        "seconds": args.seconds,
+        "window": args.window,
+        "per_member_msgs_per_sec": t.per_member,
+        "rss_first_half_max_kib": first_half_max,
+        "rss_second_half_max_kib": second_half_max,
+        "rss_samples": samples,
+    });
+    if args.json {
+        println!("{r}");
+    } else {
+        println!(
+            "\nresident memory (MiB) every {} ms:",
+            RSS_SAMPLE_INTERVAL.as_millis()
+        );
+        print!("{:>7}", "s");
+        for i in 0..n {
+            print!(" {:>9}", format!("member {i}"));
+        }
+        println!();
+        for (at, kib) in &rss {
+            print!("{at:>7.1}");
+            for k in kib {
+                print!(" {:>9.1}", *k as f64 / 1024.0);
+            }
+            println!();
+        }
+        println!("\ndeliveries per second at each member (the last reads slowly):");
+        for (i, m) in t.per_member.iter().enumerate() {
+            println!("  member {i}: {m:.0}");
+        }
+        for i in 0..n {
+            println!(
+                "member {i}: peak {:.1} MiB in the first half, {:.1} MiB in the second",
+                first_half_max[i] as f64 / 1024.0,
+                second_half_max[i] as f64 / 1024.0
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -632,7 +870,7 @@ async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     o.name(),
                     s.name()
                 ));
-                let t = SideFigures::of(&troupe_side(&a).await.context("troupe side")?);
+                let t = SideFigures::of(&troupe_side(&a).await.context("troupe side")?.0);
                 let r = row(&a, &t, &b, &rtt);
                 writeln!(csv, "{}", csv_line(&r))?;
                 csv.flush()?;
@@ -694,6 +932,15 @@ pub fn run_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             rt.block_on(troupe_member(args))
         }
         Role::Tcp => tcp_member(args),
+        Role::Watch => {
+            crate::node::init_logging("warn");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(failover::member(args))
+        }
     }
 }
 
@@ -765,8 +1012,32 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     // each `send` waits for the driver to accept its message, so a single
     // loop would hand the driver one message per wake-up.
     let mut senders = tokio::task::JoinSet::new();
-    if args.senders.sends(args.index) {
-        for _ in 0..SEND_TASKS {
+    // --idle: the next send waits for the delivery of the last one here.
+    let own_delivered = Arc::new(tokio::sync::Notify::new());
+    let me = handle.me();
+    if args.idle {
+        if args.index == 0 {
+            let handle = handle.clone();
+            let own = own_delivered.clone();
+            let ordering = args.ordering.ordering();
+            let size = args.size;
+            senders.spawn(async move {
+                while Instant::now() < end {
+                    if let Err(e) = handle.send(ordering, payload(size)).await {
+                        tracing::warn!(error = %e, "send failed");
+                        return;
+                    }
+                    own.notified().await;
+                }
+            });
+        }
+    } else if args.senders.sends(args.index) {
+        let tasks = if args.overload {
+            SEND_TASKS_OVERLOAD
+        } else {
+            SEND_TASKS
+        };
+        for _ in 0..tasks {
             let handle = handle.clone();
             let stop = stop.clone();
             let ordering = args.ordering.ordering();
@@ -781,6 +1052,9 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             });
         }
     }
+    // --overload: the last member is a slow reader.
+    let slow = args.overload && args.index + 1 == args.members;
+    let mut read = 0u64;
     let mut hist = new_hist();
     let mut delivered = 0u64;
     let deadline = tokio::time::sleep_until(end);
@@ -794,6 +1068,13 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
                     delivered += 1;
                     if let Some(t) = sent_at(&d.payload) {
                         record(&mut hist, now.saturating_sub(t));
+                    }
+                    if args.idle && d.sender == me {
+                        own_delivered.notify_one();
+                    }
+                    read += 1;
+                    if slow && read % SLOW_READ_BATCH == 0 {
+                        tokio::time::sleep(SLOW_READ_PAUSE).await;
                     }
                 }
                 Some(Event::Exited(r)) => bail!("excluded during the run: {r:?}"),
@@ -1092,6 +1373,11 @@ mod tests {
             sweep: true,
             csv: "x.csv".into(),
             window: WINDOW_MSGS,
+            failover: false,
+            kills: 1,
+            suspect_timeout_ms: 100,
+            overload: false,
+            idle: false,
         };
         let fig = SideFigures::of(&[MemberResult {
             delivered: 10,
