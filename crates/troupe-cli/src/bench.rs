@@ -32,6 +32,7 @@ use troupe::{Event, Group, Ordering};
 use crate::procs::{exit_after, tell, unix_ns, Children};
 
 mod failover;
+mod plot;
 
 /// Most members a bench starts.
 const MEMBERS_MAX: usize = 16;
@@ -154,7 +155,8 @@ pub struct BenchArgs {
     /// --ordering and --senders are ignored.
     #[arg(long)]
     sweep: bool,
-    /// Where --sweep writes its CSV.
+    /// Where --sweep writes its CSV (and, beside it with the extension
+    /// `.svg`, its plot).
     #[arg(long, default_value = "troupe-bench.csv")]
     csv: std::path::PathBuf,
     /// Each member's window: most of its own messages not yet stable.
@@ -884,10 +886,16 @@ async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
+    let svg = args.csv.with_extension("svg");
+    plot::write_svg(&svg, &rows)?;
     if args.json {
         println!(
             "{}",
-            json!({ "csv": args.csv.display().to_string(), "rows": rows })
+            json!({
+                "csv": args.csv.display().to_string(),
+                "svg": svg.display().to_string(),
+                "rows": rows,
+            })
         );
     } else {
         println!(
@@ -907,7 +915,7 @@ async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 f("p50_us")
             );
         }
-        println!("\nCSV in {}", args.csv.display());
+        println!("\nCSV in {}, plot in {}", args.csv.display(), svg.display());
     }
     Ok(ExitCode::SUCCESS)
 }
