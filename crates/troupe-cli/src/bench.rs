@@ -1081,7 +1081,8 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
                         own_delivered.notify_one();
                     }
                     read += 1;
-                    if slow && read % SLOW_READ_BATCH == 0 {
+                    if slow && read == SLOW_READ_BATCH {
+                        read = 0;
                         tokio::time::sleep(SLOW_READ_PAUSE).await;
                     }
                 }
