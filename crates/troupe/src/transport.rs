@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinHandle, JoinSet};
@@ -128,6 +128,18 @@ struct QueueState {
     bytes: usize,
     /// The writer task ended (idle); a new send starts a new one.
     finished: bool,
+    /// The connection, while the writer holds one: with nothing queued and
+    /// no write under way, [`Transport::send`] writes to it directly (a
+    /// non-blocking write from the driver's task), which saves waking the
+    /// writer for every datagram.
+    stream: Option<Arc<TcpStream>>,
+    /// The writer task is writing a batch.
+    writing: bool,
+    /// The rest of a frame that a direct write wrote only in part: it goes
+    /// out before anything else, or the stream loses its framing.
+    partial: Option<Bytes>,
+    /// A direct write happened since the writer last looked (it is not idle).
+    used: bool,
 }
 
 struct PeerQueue {
@@ -232,6 +244,38 @@ impl Transport {
             return;
         };
         let mut st = lock(&peer.queue.state);
+        if st.frames.is_empty() && st.partial.is_none() && !st.writing {
+            if let Some(stream) = st.stream.clone() {
+                // The transport refuses larger datagrams above.
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes();
+                let total = FRAME_HEADER_BYTES + bytes.len();
+                let slices = [std::io::IoSlice::new(&len), std::io::IoSlice::new(&bytes)];
+                match stream.try_write_vectored(&slices) {
+                    Ok(n) if n >= total => {
+                        st.used = true;
+                        return;
+                    }
+                    Ok(n) => {
+                        // The writer finishes the frame when the socket has room.
+                        let rest = if n >= FRAME_HEADER_BYTES {
+                            bytes.slice(n - FRAME_HEADER_BYTES..)
+                        } else {
+                            let mut v = len[n..].to_vec();
+                            v.extend_from_slice(&bytes);
+                            Bytes::from(v)
+                        };
+                        st.partial = Some(rest);
+                        st.used = true;
+                        drop(st);
+                        peer.queue.ready.notify_one();
+                        return;
+                    }
+                    // Full socket, or a broken one: queue it, and the writer
+                    // waits for room or reconnects.
+                    Err(_) => {}
+                }
+            }
+        }
         st.bytes += bytes.len();
         st.frames.push_back(bytes);
         self.stats
@@ -462,7 +506,7 @@ async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportSt
         if !wait_ready(&queue).await {
             return;
         }
-        let mut stream =
+        let stream =
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -489,6 +533,8 @@ async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportSt
         }
         logged_down = false;
         backoff = RECONNECT_BACKOFF_MIN;
+        let stream = Arc::new(stream);
+        lock(&queue.state).stream = Some(stream.clone());
         loop {
             if !wait_ready(&queue).await {
                 return;
@@ -497,6 +543,9 @@ async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportSt
             batch.clear();
             {
                 let mut st = lock(&queue.state);
+                if let Some(p) = st.partial.take() {
+                    batch.extend_from_slice(&p);
+                }
                 while let Some(f) = st.frames.front() {
                     if !batch.is_empty()
                         && batch.len() + FRAME_HEADER_BYTES + f.len() > BATCH_BYTES_MAX
@@ -513,17 +562,39 @@ async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportSt
                     batch.extend_from_slice(&len.to_le_bytes());
                     batch.extend_from_slice(&f);
                 }
+                st.writing = !batch.is_empty();
             }
             if batch.is_empty() {
                 continue;
             }
-            if let Err(e) = stream.write_all(&batch).await {
+            let r = write_all(&stream, &batch).await;
+            let mut st = lock(&queue.state);
+            st.writing = false;
+            if let Err(e) = r {
                 // What was in the batch is lost; the engine repairs it.
+                st.stream = None;
+                st.partial = None;
+                drop(st);
                 debug!(peer = %addr, error = %e, "connection broke; reconnecting");
                 continue 'connect;
             }
         }
     }
+}
+
+/// Writes all of `buf` to a stream that [`Transport::send`] may also write
+/// to (never at the same time: the queue's `writing` flag says who does).
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Waits until `queue` holds a frame. False when the peer stayed idle for
@@ -532,7 +603,7 @@ async fn wait_ready(queue: &PeerQueue) -> bool {
     loop {
         {
             let st = lock(&queue.state);
-            if !st.frames.is_empty() {
+            if !st.frames.is_empty() || st.partial.is_some() {
                 return true;
             }
         }
@@ -541,8 +612,12 @@ async fn wait_ready(queue: &PeerQueue) -> bool {
             .is_err()
         {
             let mut st = lock(&queue.state);
-            if st.frames.is_empty() {
+            if st.used {
+                // Written to directly: busy, not idle.
+                st.used = false;
+            } else if st.frames.is_empty() && st.partial.is_none() {
                 st.finished = true;
+                st.stream = None;
                 return false;
             }
         }
