@@ -64,6 +64,9 @@ const SEND_TASKS_OVERLOAD: usize = 256;
 const SLOW_READ_BATCH: u64 = 64;
 /// See [`SLOW_READ_BATCH`].
 const SLOW_READ_PAUSE: Duration = Duration::from_millis(1);
+/// The pace of an --idle run: one message per interval at most (and never
+/// two in flight), a load low enough that every message finds the group idle.
+const IDLE_SEND_INTERVAL: Duration = Duration::from_millis(1);
 /// How often an --overload run samples each member's resident memory.
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 /// Send tasks per sending member (sends in flight at once).
@@ -178,10 +181,14 @@ pub struct BenchArgs {
     /// member's resident memory is sampled over the run. No baseline.
     #[arg(long, conflicts_with_all = ["sweep", "idle"])]
     overload: bool,
-    /// One message in flight at a time, from the first member, in total
-    /// order: latency on an idle group, against the raw TCP round trip.
+    /// One message at a time, at most one per millisecond, from the first
+    /// member: latency on an idle group, against the raw TCP round trip.
     #[arg(long, conflicts_with = "sweep")]
     idle: bool,
+    /// Worker threads of each troupe member's tokio runtime; 1 runs a
+    /// member on a current-thread runtime (no cross-thread wake-ups).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    worker_threads: u16,
 }
 
 /// Which side of the comparison a member process runs.
@@ -237,6 +244,9 @@ pub struct MemberArgs {
     /// One message at a time, from the first member (troupe only).
     #[arg(long)]
     idle: bool,
+    /// Worker threads of the member's runtime (troupe and watch only).
+    #[arg(long, default_value_t = 2)]
+    worker_threads: u16,
 }
 
 // ---------------------------------------------------------------------------
@@ -410,6 +420,8 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
     if args.idle {
         v.push("--idle".into());
     }
+    v.push("--worker-threads".into());
+    v.push(args.worker_threads.to_string());
     v
 }
 
@@ -932,24 +944,30 @@ pub fn run_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     match args.role {
         Role::Troupe => {
             crate::node::init_logging("warn");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let rt = member_runtime(args.worker_threads)?;
             rt.block_on(troupe_member(args))
         }
         Role::Tcp => tcp_member(args),
         Role::Watch => {
             crate::node::init_logging("warn");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let rt = member_runtime(args.worker_threads)?;
             rt.block_on(failover::member(args))
         }
     }
+}
+
+/// A member's tokio runtime: current-thread for one worker, else multi-threaded.
+fn member_runtime(workers: u16) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(workers));
+        b
+    };
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// A payload: the send time, then zeros.
@@ -1030,7 +1048,10 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             let ordering = args.ordering.ordering();
             let size = args.size;
             senders.spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_SEND_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while Instant::now() < end {
+                    tick.tick().await;
                     if let Err(e) = handle.send(ordering, payload(size)).await {
                         tracing::warn!(error = %e, "send failed");
                         return;
@@ -1387,6 +1408,7 @@ mod tests {
             suspect_timeout_ms: 100,
             overload: false,
             idle: false,
+            worker_threads: 2,
         };
         let fig = SideFigures::of(&[MemberResult {
             delivered: 10,
