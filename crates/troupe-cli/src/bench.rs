@@ -31,6 +31,9 @@ use troupe::{Event, Group, Ordering};
 
 use crate::procs::{exit_after, tell, unix_ns, Children};
 
+mod failover;
+mod plot;
+
 /// Most members a bench starts.
 const MEMBERS_MAX: usize = 16;
 /// Largest payload.
@@ -47,6 +50,27 @@ const CHILD_DEADLINE_MARGIN_SECS: u64 = 90;
 const RTT_ROUNDS: usize = 2000;
 /// Bytes of a ping-pong frame.
 const RTT_BYTES: usize = 64;
+/// The members' default window, messages. At saturation a message waits
+/// behind every unstable message of the group (Little's law), so the window
+/// sets the latency; this one is still several round trips' worth at the
+/// rates measured here, so it does not cost throughput.
+const WINDOW_MSGS: usize = 1024;
+/// Send tasks per sending member in an --overload run: far more than the
+/// window lets out, so that most wait on back-pressure.
+const SEND_TASKS_OVERLOAD: usize = 256;
+/// The slow reader of an --overload run pauses for [`SLOW_READ_PAUSE`] after
+/// this many events: it reads at most about 64k events/s, well below what
+/// the others send.
+const SLOW_READ_BATCH: u64 = 64;
+/// See [`SLOW_READ_BATCH`].
+const SLOW_READ_PAUSE: Duration = Duration::from_millis(1);
+/// The pace of an --idle run: one message per interval at most (and never
+/// two in flight), a load low enough that every message finds the group idle.
+const IDLE_SEND_INTERVAL: Duration = Duration::from_millis(1);
+/// How often an --overload run samples each member's resident memory.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+/// Send tasks per sending member (sends in flight at once).
+const SEND_TASKS: usize = 32;
 /// Highest latency the histograms track, ns (a minute).
 const HIST_MAX_NS: u64 = 60_000_000_000;
 
@@ -134,9 +158,37 @@ pub struct BenchArgs {
     /// --ordering and --senders are ignored.
     #[arg(long)]
     sweep: bool,
-    /// Where --sweep writes its CSV.
+    /// Where --sweep writes its CSV (and, beside it with the extension
+    /// `.svg`, its plot).
     #[arg(long, default_value = "troupe-bench.csv")]
     csv: std::path::PathBuf,
+    /// Each member's window: most of its own messages not yet stable.
+    #[arg(long, default_value_t = WINDOW_MSGS)]
+    window: usize,
+    /// Kill a member again and again (restarting it) and report the time
+    /// from each kill to a new view at every survivor, beyond the suspect
+    /// timeout, and any false suspicion.
+    #[arg(long, conflicts_with_all = ["sweep", "overload", "idle"])]
+    failover: bool,
+    /// Kills of a --failover run.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// The failure detector's timeout in a --failover run, ms.
+    #[arg(long, default_value_t = 100)]
+    suspect_timeout_ms: u64,
+    /// Every member sends far more than the group can deliver (many sends
+    /// in flight, and the last member reads its events slowly); each
+    /// member's resident memory is sampled over the run. No baseline.
+    #[arg(long, conflicts_with_all = ["sweep", "idle"])]
+    overload: bool,
+    /// One message at a time, at most one per millisecond, from the first
+    /// member: latency on an idle group, against the raw TCP round trip.
+    #[arg(long, conflicts_with = "sweep")]
+    idle: bool,
+    /// Worker threads of each troupe member's tokio runtime; 1 runs a
+    /// member on a current-thread runtime (no cross-thread wake-ups).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    worker_threads: u16,
 }
 
 /// Which side of the comparison a member process runs.
@@ -146,6 +198,8 @@ pub enum Role {
     Troupe,
     /// A member of the raw TCP baseline.
     Tcp,
+    /// A troupe member that only reports its views (--failover).
+    Watch,
 }
 
 /// Arguments of the hidden `troupe bench-member` (one member process of a bench).
@@ -178,6 +232,21 @@ pub struct MemberArgs {
     /// Exit after this many seconds whatever happens.
     #[arg(long, default_value_t = 300)]
     deadline_secs: u64,
+    /// The window (troupe only).
+    #[arg(long, default_value_t = WINDOW_MSGS)]
+    window: usize,
+    /// The suspect timeout, ms (watch only).
+    #[arg(long, default_value_t = 100)]
+    suspect_timeout_ms: u64,
+    /// Send without pause, and read slowly at the last member (troupe only).
+    #[arg(long)]
+    overload: bool,
+    /// One message at a time, from the first member (troupe only).
+    #[arg(long)]
+    idle: bool,
+    /// Worker threads of the member's runtime (troupe and watch only).
+    #[arg(long, default_value_t = 2)]
+    worker_threads: u16,
 }
 
 // ---------------------------------------------------------------------------
@@ -197,6 +266,10 @@ struct MemberResult {
     delivered: u64,
     secs: f64,
     hist: Histogram<u64>,
+    /// Messages this member multicast, and datagrams its engine built
+    /// (troupe only, else 0): how well messages share datagrams.
+    sent: u64,
+    datagrams_out: u64,
 }
 
 impl MemberResult {
@@ -210,7 +283,13 @@ impl MemberResult {
             .collect();
         format!(
             "result {}",
-            json!({ "delivered": self.delivered, "secs": self.secs, "hist": buckets })
+            json!({
+                "delivered": self.delivered,
+                "secs": self.secs,
+                "sent": self.sent,
+                "datagrams_out": self.datagrams_out,
+                "hist": buckets,
+            })
         )
     }
 
@@ -233,6 +312,8 @@ impl MemberResult {
             delivered,
             secs,
             hist,
+            sent: v["sent"].as_u64().unwrap_or(0),
+            datagrams_out: v["datagrams_out"].as_u64().unwrap_or(0),
         })
     }
 }
@@ -244,6 +325,8 @@ struct SideFigures {
     /// Each member's deliveries per second.
     per_member: Vec<f64>,
     hist: Histogram<u64>,
+    /// Messages sent per datagram built, over all members (0: not known).
+    msgs_per_datagram: f64,
 }
 
 impl SideFigures {
@@ -255,10 +338,17 @@ impl SideFigures {
             let _ = hist.add(&r.hist);
         }
         let msgs_per_sec = per_member.iter().sum::<f64>() / (per_member.len().max(1) as f64);
+        let sent: u64 = results.iter().map(|r| r.sent).sum();
+        let datagrams: u64 = results.iter().map(|r| r.datagrams_out).sum();
         SideFigures {
             msgs_per_sec,
             per_member,
             hist,
+            msgs_per_datagram: if datagrams > 0 {
+                sent as f64 / datagrams as f64
+            } else {
+                0.0
+            },
         }
     }
 
@@ -301,8 +391,9 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
     let role = match role {
         Role::Troupe => "troupe",
         Role::Tcp => "tcp",
+        Role::Watch => "watch",
     };
-    vec![
+    let mut v: Vec<String> = vec![
         "bench-member".into(),
         "--role".into(),
         role.into(),
@@ -320,7 +411,18 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
         args.seconds.to_string(),
         "--deadline-secs".into(),
         (2 * args.seconds + CHILD_DEADLINE_MARGIN_SECS).to_string(),
-    ]
+        "--window".into(),
+        args.window.to_string(),
+    ];
+    if args.overload {
+        v.push("--overload".into());
+    }
+    if args.idle {
+        v.push("--idle".into());
+    }
+    v.push("--worker-threads".into());
+    v.push(args.worker_threads.to_string());
+    v
 }
 
 /// Waits for one line `word ...` from every child; returns the rest of each.
@@ -361,8 +463,34 @@ fn parse_port(s: &str) -> anyhow::Result<u16> {
         .with_context(|| format!("bad port from a member: {s:?}"))
 }
 
-/// Runs the troupe side: its members' results.
-async fn troupe_side(args: &BenchArgs) -> anyhow::Result<Vec<MemberResult>> {
+/// Resident memory samples of the members: (seconds since the start, KiB
+/// per member, 0 when unreadable).
+type RssSamples = Vec<(f64, Vec<u64>)>;
+
+/// A process's resident memory in KiB, from `/proc/<pid>/status` (VmRSS).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples the resident memory of `pids` every [`RSS_SAMPLE_INTERVAL`]
+/// until `stop`.
+async fn sample_rss(pids: Vec<u32>, stop: Arc<AtomicBool>) -> RssSamples {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(RSS_SAMPLE_INTERVAL);
+    while !stop.load(AtomicOrdering::Relaxed) {
+        tick.tick().await;
+        let kib = pids.iter().map(|p| rss_kib(*p).unwrap_or(0)).collect();
+        out.push((start.elapsed().as_secs_f64(), kib));
+    }
+    out
+}
+
+/// Runs the troupe side: its members' results, and their resident memory
+/// over the run when `args.overload`.
+async fn troupe_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, RssSamples)> {
     let mut kids = Children::new()?;
     let first = kids.spawn(&member_args(args, Role::Troupe, 0), !args.verbose)?;
     let port = parse_port(&expect(&mut kids, first, "port", FORM_TIMEOUT).await?)?;
@@ -373,15 +501,30 @@ async fn troupe_side(args: &BenchArgs) -> anyhow::Result<Vec<MemberResult>> {
         kids.spawn(&a, !args.verbose)?;
     }
     gather(&mut kids, "ready", FORM_TIMEOUT).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = args.overload.then(|| {
+        let pids = (0..kids.len()).filter_map(|i| kids.pid(i)).collect();
+        tokio::spawn(sample_rss(pids, stop.clone()))
+    });
     kids.tell_all("go").await;
     let results = gather(
         &mut kids,
         "result",
         Duration::from_secs(args.seconds) + REPORT_TIMEOUT,
     )
-    .await?;
+    .await;
+    stop.store(true, AtomicOrdering::Relaxed);
+    let rss = match sampler {
+        Some(s) => s.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let results = results?;
     kids.finish(Duration::from_secs(3)).await;
-    results.iter().map(|r| MemberResult::parse(r)).collect()
+    let results = results
+        .iter()
+        .map(|r| MemberResult::parse(r))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((results, rss))
 }
 
 /// Runs the baseline: its members' results and the ping-pong's round trips.
@@ -447,6 +590,7 @@ fn row(
         "baseline_p99_us": b.us(0.99),
         "baseline_rtt_p50_us": rtt.value_at_quantile(0.5) as f64 / 1e3,
         "ratio": ratio,
+        "msgs_per_datagram": t.msgs_per_datagram,
     })
 }
 
@@ -519,6 +663,15 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.sweep {
         return sweep(args).await;
     }
+    if args.failover {
+        return failover::run(args).await;
+    }
+    if args.overload {
+        return overload(args).await;
+    }
+    if args.idle {
+        return idle(args).await;
+    }
     if !args.json {
         eprintln!(
             "troupe bench: {} members, {} B, {}, senders {}, {} s each side",
@@ -530,7 +683,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         );
         eprintln!("  running troupe ...");
     }
-    let t = SideFigures::of(&troupe_side(args).await.context("troupe side")?);
+    let t = SideFigures::of(&troupe_side(args).await.context("troupe side")?.0);
     if !args.json {
         eprintln!("  running the raw TCP baseline ...");
     }
@@ -540,6 +693,142 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{r}");
     } else {
         print_table(&r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--idle`: one message at a time, then the baseline's round trip.
+async fn idle(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if !args.json {
+        eprintln!(
+            "troupe bench --idle: {} members, {} B, {}, one message at a time for {} s",
+            args.members,
+            args.size,
+            args.ordering.name(),
+            args.seconds
+        );
+    }
+    let (results, _) = troupe_side(args).await.context("troupe side")?;
+    let t = SideFigures::of(&results);
+    // The baseline's round trip is measured on idle members before its
+    // run, which needs only a second here.
+    let mut a = args.clone();
+    a.seconds = 1;
+    let (_, rtt) = tcp_side(&a).await.context("baseline side")?;
+    let rtt_us = rtt.value_at_quantile(0.5) as f64 / 1e3;
+    let r = json!({
+        "mode": "idle",
+        "ordering": args.ordering.name(),
+        "members": args.members,
+        "size": args.size,
+        "seconds": args.seconds,
+        "messages": results.first().map_or(0, |r| r.sent),
+        "p50_us": t.us(0.5),
+        "p99_us": t.us(0.99),
+        "p999_us": t.us(0.999),
+        "baseline_rtt_p50_us": rtt_us,
+        "p50_over_rtt": if rtt_us > 0.0 { t.us(0.5) / rtt_us } else { 0.0 },
+    });
+    if args.json {
+        println!("{r}");
+    } else {
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        println!(
+            "\ntroupe {} at idle, send to delivery at every member: p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us ({} messages)",
+            args.ordering.name(),
+            f("p50_us"),
+            f("p99_us"),
+            f("p999_us"),
+            r["messages"]
+        );
+        println!(
+            "raw TCP round trip ({RTT_BYTES} B, idle) p50: {:.0} us; troupe p50 / round trip: {:.2}",
+            rtt_us,
+            f("p50_over_rtt")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--overload`: the members' resident memory while every sender pushes far
+/// more than the group can deliver.
+async fn overload(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if !args.json {
+        eprintln!(
+            "troupe bench --overload: {} members, {} B, {}, window {}, {} s; the last member reads slowly",
+            args.members,
+            args.size,
+            args.ordering.name(),
+            args.window,
+            args.seconds
+        );
+    }
+    let mut a = args.clone();
+    a.senders = Senders::All;
+    let (results, rss) = troupe_side(&a).await.context("troupe side")?;
+    let t = SideFigures::of(&results);
+    let n = args.members;
+    // Per member: the samples in the second half of the run against the
+    // first half's peak: flat means the second half grows no further.
+    let mut first_half_max = vec![0u64; n];
+    let mut second_half_max = vec![0u64; n];
+    let half = args.seconds as f64 / 2.0;
+    for (at, kib) in &rss {
+        for (i, k) in kib.iter().enumerate().take(n) {
+            let slot = if *at < half {
+                &mut first_half_max[i]
+            } else {
+                &mut second_half_max[i]
+            };
+            *slot = (*slot).max(*k);
+        }
+    }
+    let samples: Vec<serde_json::Value> = rss
+        .iter()
+        .map(|(at, kib)| json!({ "secs": at, "rss_kib": kib }))
+        .collect();
+    let r = json!({
+        "mode": "overload",
+        "ordering": args.ordering.name(),
+        "members": n,
+        "size": args.size,
+        "seconds": args.seconds,
+        "window": args.window,
+        "per_member_msgs_per_sec": t.per_member,
+        "rss_first_half_max_kib": first_half_max,
+        "rss_second_half_max_kib": second_half_max,
+        "rss_samples": samples,
+    });
+    if args.json {
+        println!("{r}");
+    } else {
+        println!(
+            "\nresident memory (MiB) every {} ms:",
+            RSS_SAMPLE_INTERVAL.as_millis()
+        );
+        print!("{:>7}", "s");
+        for i in 0..n {
+            print!(" {:>9}", format!("member {i}"));
+        }
+        println!();
+        for (at, kib) in &rss {
+            print!("{at:>7.1}");
+            for k in kib {
+                print!(" {:>9.1}", *k as f64 / 1024.0);
+            }
+            println!();
+        }
+        println!("\ndeliveries per second at each member (the last reads slowly):");
+        for (i, m) in t.per_member.iter().enumerate() {
+            println!("  member {i}: {m:.0}");
+        }
+        for i in 0..n {
+            println!(
+                "member {i}: peak {:.1} MiB in the first half, {:.1} MiB in the second",
+                first_half_max[i] as f64 / 1024.0,
+                second_half_max[i] as f64 / 1024.0
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -595,7 +884,7 @@ async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     o.name(),
                     s.name()
                 ));
-                let t = SideFigures::of(&troupe_side(&a).await.context("troupe side")?);
+                let t = SideFigures::of(&troupe_side(&a).await.context("troupe side")?.0);
                 let r = row(&a, &t, &b, &rtt);
                 writeln!(csv, "{}", csv_line(&r))?;
                 csv.flush()?;
@@ -609,10 +898,16 @@ async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
+    let svg = args.csv.with_extension("svg");
+    plot::write_svg(&svg, &rows)?;
     if args.json {
         println!(
             "{}",
-            json!({ "csv": args.csv.display().to_string(), "rows": rows })
+            json!({
+                "csv": args.csv.display().to_string(),
+                "svg": svg.display().to_string(),
+                "rows": rows,
+            })
         );
     } else {
         println!(
@@ -632,7 +927,7 @@ async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 f("p50_us")
             );
         }
-        println!("\nCSV in {}", args.csv.display());
+        println!("\nCSV in {}, plot in {}", args.csv.display(), svg.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -649,15 +944,30 @@ pub fn run_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     match args.role {
         Role::Troupe => {
             crate::node::init_logging("warn");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let rt = member_runtime(args.worker_threads)?;
             rt.block_on(troupe_member(args))
         }
         Role::Tcp => tcp_member(args),
+        Role::Watch => {
+            crate::node::init_logging("warn");
+            let rt = member_runtime(args.worker_threads)?;
+            rt.block_on(failover::member(args))
+        }
     }
+}
+
+/// A member's tokio runtime: current-thread for one worker, else multi-threaded.
+fn member_runtime(workers: u16) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(workers));
+        b
+    };
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// A payload: the send time, then zeros.
@@ -679,6 +989,7 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
         .suspect_timeout(Duration::from_secs(10))
         .flush_timeout(Duration::from_secs(10))
         .join_timeout(FORM_TIMEOUT)
+        .window_msgs_max(args.window.max(2))
         .stateless();
     if !args.join.is_empty() {
         b = b.join(args.join.clone());
@@ -723,22 +1034,56 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let end = start + seconds;
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = if args.senders.sends(args.index) {
-        let handle = handle.clone();
-        let stop = stop.clone();
-        let ordering = args.ordering.ordering();
-        let size = args.size;
-        Some(tokio::spawn(async move {
-            while !stop.load(AtomicOrdering::Relaxed) && Instant::now() < end {
-                if let Err(e) = handle.send(ordering, payload(size)).await {
-                    tracing::warn!(error = %e, "send failed");
-                    return;
+    // Several sends in flight, as an application with many clients has:
+    // each `send` waits for the driver to accept its message, so a single
+    // loop would hand the driver one message per wake-up.
+    let mut senders = tokio::task::JoinSet::new();
+    // --idle: the next send waits for the delivery of the last one here.
+    let own_delivered = Arc::new(tokio::sync::Notify::new());
+    let me = handle.me();
+    if args.idle {
+        if args.index == 0 {
+            let handle = handle.clone();
+            let own = own_delivered.clone();
+            let ordering = args.ordering.ordering();
+            let size = args.size;
+            senders.spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_SEND_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while Instant::now() < end {
+                    tick.tick().await;
+                    if let Err(e) = handle.send(ordering, payload(size)).await {
+                        tracing::warn!(error = %e, "send failed");
+                        return;
+                    }
+                    own.notified().await;
                 }
-            }
-        }))
-    } else {
-        None
-    };
+            });
+        }
+    } else if args.senders.sends(args.index) {
+        let tasks = if args.overload {
+            SEND_TASKS_OVERLOAD
+        } else {
+            SEND_TASKS
+        };
+        for _ in 0..tasks {
+            let handle = handle.clone();
+            let stop = stop.clone();
+            let ordering = args.ordering.ordering();
+            let size = args.size;
+            senders.spawn(async move {
+                while !stop.load(AtomicOrdering::Relaxed) && Instant::now() < end {
+                    if let Err(e) = handle.send(ordering, payload(size)).await {
+                        tracing::warn!(error = %e, "send failed");
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    // --overload: the last member is a slow reader.
+    let slow = args.overload && args.index + 1 == args.members;
+    let mut read = 0u64;
     let mut hist = new_hist();
     let mut delivered = 0u64;
     let deadline = tokio::time::sleep_until(end);
@@ -753,6 +1098,14 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
                     if let Some(t) = sent_at(&d.payload) {
                         record(&mut hist, now.saturating_sub(t));
                     }
+                    if args.idle && d.sender == me {
+                        own_delivered.notify_one();
+                    }
+                    read += 1;
+                    if slow && read == SLOW_READ_BATCH {
+                        read = 0;
+                        tokio::time::sleep(SLOW_READ_PAUSE).await;
+                    }
                 }
                 Some(Event::Exited(r)) => bail!("excluded during the run: {r:?}"),
                 Some(_) => {}
@@ -762,14 +1115,15 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     }
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, AtomicOrdering::Relaxed);
-    if let Some(s) = sender {
-        s.abort();
-    }
+    senders.abort_all();
+    let stats = handle.stats().await.unwrap_or_default();
     tell(
         &MemberResult {
             delivered,
             secs,
             hist,
+            sent: stats.sent.iter().sum(),
+            datagrams_out: stats.datagrams_out,
         }
         .to_line(),
     );
@@ -943,6 +1297,8 @@ fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
                     delivered: RTT_ROUNDS as u64,
                     secs: 1.0,
                     hist,
+                    sent: 0,
+                    datagrams_out: 0,
                 };
                 tell(&r.to_line().replacen("result", "rtt", 1));
             }
@@ -994,6 +1350,8 @@ fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             delivered: n + own,
             secs,
             hist,
+            sent: own,
+            datagrams_out: 0,
         }
         .to_line(),
     );
@@ -1016,6 +1374,8 @@ mod tests {
             delivered: 4,
             secs: 2.0,
             hist,
+            sent: 3,
+            datagrams_out: 2,
         };
         let line = r.to_line();
         let back = MemberResult::parse(line.trim_start_matches("result ")).expect("parses");
@@ -1042,11 +1402,20 @@ mod tests {
             verbose: false,
             sweep: true,
             csv: "x.csv".into(),
+            window: WINDOW_MSGS,
+            failover: false,
+            kills: 1,
+            suspect_timeout_ms: 100,
+            overload: false,
+            idle: false,
+            worker_threads: 2,
         };
         let fig = SideFigures::of(&[MemberResult {
             delivered: 10,
             secs: 1.0,
             hist: new_hist(),
+            sent: 10,
+            datagrams_out: 5,
         }]);
         let line = csv_line(&row(&args, &fig, &fig, &new_hist()));
         let cells: Vec<&str> = line.split(',').collect();

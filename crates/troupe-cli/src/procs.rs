@@ -153,6 +153,37 @@ impl Children {
         }
     }
 
+    /// The next line of any child until `until`, as `(index, Some(line))`,
+    /// or `(index, None)` when that child's output ended (it exited or was
+    /// killed): for callers that kill children on purpose.
+    pub async fn next_output(&mut self, until: Instant) -> Option<(usize, Option<String>)> {
+        match tokio::time::timeout_at(until, self.lines_rx.recv()).await {
+            Ok(Some((i, None))) => {
+                if let Some(k) = self.kids.get_mut(i) {
+                    k.exited = true;
+                }
+                Some((i, None))
+            }
+            Ok(Some(x)) => Some(x),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// Child `i`'s process id, while it may be running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.kids.get(i).filter(|k| !k.exited).and_then(|k| k.pid)
+    }
+
+    /// SIGKILLs child `i` by pid.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(k) = self.kids.get_mut(i) {
+            if let Some(pid) = k.pid.take() {
+                signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            k.stdin = None;
+        }
+    }
+
     /// Writes a line to child `i`'s standard input.
     pub async fn tell(&mut self, i: usize, line: &str) {
         if let Some(k) = self.kids.get_mut(i) {

@@ -26,10 +26,11 @@ use crate::error::Error;
 use crate::metrics;
 use crate::transport::{Inbound, Transport};
 
-/// Most inputs handled before the outputs are drained: enough to amortise a
-/// burst of datagrams, few enough that acknowledgements and deliveries are
-/// not held back.
-const INPUT_BATCH_MAX: usize = 64;
+/// Most inputs (datagrams, or commands) handled before the outputs are
+/// drained: enough to amortise a burst, so that many messages share a
+/// datagram and many acknowledgements one ack, few enough that deliveries
+/// are not held back.
+const INPUT_BATCH_MAX: usize = 256;
 
 /// Events queued for the application above which the driver stops reading
 /// the network (and below half of which it starts again): a reader that does
@@ -208,15 +209,31 @@ impl Driver {
             let paused = queued >= EVENTS_QUEUED_HIGH;
             tokio::select! {
                 cmd = self.cmd_rx.recv() => match cmd {
-                    Some(c) => self.command(c),
+                    Some(c) => {
+                        self.command(c);
+                        // Take what else is queued before draining, so that
+                        // a burst of sends leaves in shared datagrams. One
+                        // yield first lets the tasks that the last round of
+                        // replies woke (on this worker or another) queue
+                        // their next sends: without it, on a multi-threaded
+                        // runtime, every message went out in a datagram of
+                        // its own.
+                        tokio::task::yield_now().await;
+                        for _ in 1..INPUT_BATCH_MAX {
+                            match self.cmd_rx.try_recv() {
+                                Ok(c) => self.command(c),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 inbound = self.inbound_rx.recv(), if !paused => {
                     if let Some(i) = inbound {
-                        self.datagram(i);
-                        for _ in 1..INPUT_BATCH_MAX {
+                        let mut n = self.datagrams(i);
+                        while n < INPUT_BATCH_MAX {
                             match self.inbound_rx.try_recv() {
-                                Ok(i) => self.datagram(i),
+                                Ok(i) => n += self.datagrams(i),
                                 Err(_) => break,
                             }
                         }
@@ -236,17 +253,25 @@ impl Driver {
         debug!(me = %self.engine.me(), "group driver stopped");
     }
 
-    fn datagram(&mut self, i: Inbound) {
+    /// Hands one read's datagrams to the engine; returns how many it took.
+    /// A datagram the engine refuses closes its connection, and the rest of
+    /// the read is dropped with it.
+    fn datagrams(&mut self, i: Inbound) -> usize {
         let now = self.now();
-        if let Err(e) = self.engine.handle_datagram(now, i.bytes) {
-            match i.conn {
-                Some(c) => {
-                    warn!(conn = c.id, peer = %c.peer, error = %e, "datagram refused; closing the connection");
-                    c.close();
+        let n = i.frames.len();
+        for bytes in i.frames {
+            if let Err(e) = self.engine.handle_datagram(now, bytes) {
+                match &i.conn {
+                    Some(c) => {
+                        warn!(conn = c.id, peer = %c.peer, error = %e, "datagram refused; closing the connection");
+                        c.close();
+                        break;
+                    }
+                    None => warn!(error = %e, "own datagram refused"),
                 }
-                None => warn!(error = %e, "own datagram refused"),
             }
         }
+        n
     }
 
     fn command(&mut self, c: Command) {

@@ -25,9 +25,11 @@ use crate::transport::{Limits, Transport};
 /// back-pressured anyway by the engine's window).
 const COMMANDS_QUEUED_MAX: usize = 1024;
 
-/// Datagrams queued between the sockets and the driver; beyond it the
-/// readers wait, and TCP flow control pushes back on the senders.
-const INBOUND_QUEUED_MAX: usize = 4096;
+/// Reads (each a batch of datagrams, at most a read buffer plus one frame)
+/// queued between the sockets and the driver; beyond it the readers wait,
+/// and TCP flow control pushes back on the senders. Small, because each
+/// entry can hold a read buffer's worth of bytes.
+const INBOUND_QUEUED_MAX: usize = 64;
 
 /// Frames may exceed the engine's datagram size by this much (headers of
 /// large views): anything beyond is refused as garbage.
