@@ -213,11 +213,11 @@ start_cluster() {
 			--initial-cluster "$cluster"
 			--initial-cluster-state new
 		)
+		# shellcheck disable=SC2086 # troupe_args is a list of flags
 		case $sys in
 		etcd) etcd "${flags[@]}" --initial-cluster-token "bench-$$" --logger zap \
 			>"$dir/log" 2>&1 &
 			;;
-		# shellcheck disable=SC2086 # troupe_args is a list of flags
 		troupe) "$TROUPE" serve "${flags[@]}" $troupe_args >"$dir/log" 2>&1 & ;;
 		esac
 		pids+=($!)
