@@ -207,3 +207,70 @@ pub async fn wait_serving(endpoints: &[String]) -> etcd_client::Client {
     }
     client(endpoints).await
 }
+
+impl Cluster {
+    /// SIGKILLs every member before reaping any, so that they die as close
+    /// together as the signals can be sent.
+    pub fn kill_all_at_once(&mut self) {
+        for m in &self.members {
+            if let Some(pid) = m.pid() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        self.kill_all();
+    }
+
+    /// Every member's whole log, for a failure that needs more than the tails.
+    pub fn full_logs(&self) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            out.push_str(&format!("--- {} ---\n", m.name));
+            out.push_str(&std::fs::read_to_string(&m.log).unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so that a failing run can
+/// be repeated with its seed (`TROUPE_TEST_SEED`) without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    /// From `TROUPE_TEST_SEED` if set, else from the clock; prints the seed.
+    pub fn from_env(what: &str) -> Rng {
+        let seed = std::env::var("TROUPE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("{what}: seed {seed} (TROUPE_TEST_SEED={seed} repeats it)");
+        Rng::new(seed)
+    }
+
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..hi` (`lo` if the range is empty).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo)
+        }
+    }
+}
