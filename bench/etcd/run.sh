@@ -327,13 +327,14 @@ jq -rs --argjson n "$clients" '
 	def get(s; m): (map(select(.system == s and .mode == m)) | first) // {};
 	(map(select(.mode == "machine")) | map("\(.system): \(.busy_pct_before)% CPU busy before start (load \(.loadavg))") | join("; ")),
 	"",
+	def n(x): if x == null then "-" else (x | round | tostring) end;
 	def r(a; b): if (a // 0) > 0 and (b // 0) > 0 then ((a / b * 100 | round) / 100 | tostring) + "x" else "-" end;
 	(get("etcd"; "seq-put")) as $es | (get("etcd"; "put")) as $ep | (get("etcd"; "get")) as $eg |
 	(get("troupe"; "seq-put")) as $ts | (get("troupe"; "put")) as $tp | (get("troupe"; "get")) as $tg |
 	"| system | seq put p50 (us) | seq put p99 (us) | seq put ops/s | \($n)-client put ops/s | \($n)-client put p99 (us) | \($n)-client get ops/s | \($n)-client get p99 (us) | errors |",
 	"|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 	( ["etcd", $es, $ep, $eg], ["troupe", $ts, $tp, $tg] | . as [$name, $s, $p, $g] |
-	  "| \($name) | \($s.p50_us) | \($s.p99_us) | \($s.ops_per_sec | round) | \($p.ops_per_sec | round) | \($p.p99_us) | \($g.ops_per_sec | round) | \($g.p99_us) | \(($s.errors // 0) + ($p.errors // 0) + ($g.errors // 0)) |" ),
+	  "| \($name) | \(n($s.p50_us)) | \(n($s.p99_us)) | \(n($s.ops_per_sec)) | \(n($p.ops_per_sec)) | \(n($p.p99_us)) | \(n($g.ops_per_sec)) | \(n($g.p99_us)) | \(($s.errors // 0) + ($p.errors // 0) + ($g.errors // 0)) |" ),
 	"| troupe/etcd | \(r($ts.p50_us; $es.p50_us)) | \(r($ts.p99_us; $es.p99_us)) | \(r($ts.ops_per_sec; $es.ops_per_sec)) | \(r($tp.ops_per_sec; $ep.ops_per_sec)) | \(r($tp.p99_us; $ep.p99_us)) | \(r($tg.ops_per_sec; $eg.ops_per_sec)) | \(r($tg.p99_us; $eg.p99_us)) | |",
 	"",
 	"Target (issue 7): \($n)-client put ratio >= 2x: " + (if ($tp.ops_per_sec // 0) >= 2 * ($ep.ops_per_sec // 1e18) then "met" else "NOT met" end)
