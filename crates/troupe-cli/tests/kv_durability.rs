@@ -1,0 +1,326 @@
+//! Durability of acknowledged writes in `troupe serve`: writers put unique
+//! keys through every member; at a random moment every member is killed -9
+//! at once and restarted on the same data directories; every put that was
+//! acknowledged before the crash must be there afterwards, with its value.
+//! One round kills and restarts a single member instead, while the writers
+//! go on, and the restarted member must catch up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Rng};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+
+/// Concurrent writers, spread over the members.
+const WRITERS: usize = 8;
+
+/// Rounds; the one numbered `MINORITY_ROUND` kills one member only.
+const ROUNDS: u64 = 6;
+const MINORITY_ROUND: u64 = 2;
+
+/// How long one put may take before it counts as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A client of `ep` alone, or None if it cannot connect now.
+async fn pinned(ep: &str) -> Option<Client> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(OP_TIMEOUT);
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        Client::connect([ep.to_string()], Some(opts)),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+/// Waits until a put through each member alone succeeds (an error, not a
+/// panic, so that the test can print the cluster's logs).
+async fn all_serve(eps: &[String], limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    for ep in eps {
+        loop {
+            if let Some(mut c) = pinned(ep).await {
+                let put = c.put("__ready", "1", None);
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), put).await {
+                    break;
+                }
+            }
+            if start.elapsed() > limit {
+                return Err(format!("{ep} does not serve within {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The puts of one round: every key tried, and those acknowledged.
+#[derive(Default)]
+struct Writes {
+    tried: Mutex<BTreeMap<String, String>>,
+    acked: Mutex<BTreeMap<String, String>>,
+}
+
+/// Puts `r{round}/w{w}/{n}` through `ep` until `stop`; each key once.
+async fn writer(round: u64, w: usize, ep: String, stop: Arc<AtomicBool>, writes: Arc<Writes>) {
+    let mut c: Option<Client> = None;
+    let mut n = 0u64;
+    while !stop.load(AtomicOrdering::Relaxed) {
+        let Some(cl) = c.as_mut() else {
+            c = pinned(&ep).await;
+            if c.is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
+        };
+        let key = format!("r{round}/w{w}/{n}");
+        let value = format!("v{round}.{w}.{n}");
+        n += 1;
+        lock(&writes.tried).insert(key.clone(), value.clone());
+        match tokio::time::timeout(OP_TIMEOUT, cl.put(key.clone(), value.clone(), None)).await {
+            Ok(Ok(_)) => {
+                lock(&writes.acked).insert(key, value);
+            }
+            _ => {
+                c = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Every key and value under `r{round}/`, read through `c` (linearizable,
+/// or serializable: what that member has applied).
+async fn read_round(
+    c: &mut Client,
+    round: u64,
+    serializable: bool,
+) -> Result<BTreeMap<String, String>, etcd_client::Error> {
+    let mut opts = GetOptions::new().with_prefix();
+    if serializable {
+        opts = opts.with_serializable();
+    }
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.get(format!("r{round}/"), Some(opts)),
+    )
+    .await
+    .map_err(|_| etcd_client::Error::InvalidArgs("read timed out".into()))??;
+    Ok(r.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).to_string(),
+                String::from_utf8_lossy(kv.value()).to_string(),
+            )
+        })
+        .collect())
+}
+
+/// What a round found, and what was wrong.
+struct Tally {
+    acked: usize,
+    found: usize,
+    unacked_present: usize,
+    problems: Vec<String>,
+}
+
+fn compare(writes: &Writes, present: &BTreeMap<String, String>) -> Tally {
+    let acked = lock(&writes.acked).clone();
+    let tried = lock(&writes.tried).clone();
+    let mut t = Tally {
+        acked: acked.len(),
+        found: 0,
+        unacked_present: 0,
+        problems: Vec::new(),
+    };
+    for (k, v) in &acked {
+        match present.get(k) {
+            Some(got) if got == v => t.found += 1,
+            Some(got) => t
+                .problems
+                .push(format!("{k}: acknowledged {v:?}, found {got:?}")),
+            None => t.problems.push(format!("{k}: acknowledged, lost")),
+        }
+    }
+    for (k, v) in present {
+        if acked.contains_key(k) {
+            continue;
+        }
+        match tried.get(k) {
+            Some(tv) if tv == v => t.unacked_present += 1,
+            _ => t
+                .problems
+                .push(format!("{k} = {v:?} is present but was never put")),
+        }
+    }
+    t
+}
+
+/// Reads the round's keys through any member, retrying a few seconds.
+async fn read_after(eps: &[String], round: u64) -> Result<BTreeMap<String, String>, String> {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        for ep in eps {
+            if let Some(mut c) = pinned(ep).await {
+                match read_round(&mut c, round, false).await {
+                    Ok(m) => return Ok(m),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "round {round}: no read of its keys succeeded: {last}"
+    ))
+}
+
+#[test]
+fn acknowledged_writes_survive_crashes() {
+    let mut rng = Rng::from_env("acknowledged_writes_survive_crashes");
+    let mut cluster = Cluster::start(3, &[]);
+    let eps = cluster.endpoints();
+    let started = Instant::now();
+    let mut problems: Vec<String> = Vec::new();
+    let mut total_acked = 0;
+    let run = rt().block_on(async {
+        tokio::time::timeout(Duration::from_secs(170), async {
+            if let Err(e) = all_serve(&eps, Duration::from_secs(30)).await {
+                problems.push(format!("at the start: {e}"));
+                return;
+            }
+            for round in 0..ROUNDS {
+                let minority = round == MINORITY_ROUND;
+                let writes = Arc::new(Writes::default());
+                let stop = Arc::new(AtomicBool::new(false));
+                let writers: Vec<_> = (0..WRITERS)
+                    .map(|w| {
+                        tokio::spawn(writer(
+                            round,
+                            w,
+                            eps[w % eps.len()].clone(),
+                            stop.clone(),
+                            writes.clone(),
+                        ))
+                    })
+                    .collect();
+                let crash_at = Duration::from_millis(rng.range(500, 2000));
+                tokio::time::sleep(crash_at).await;
+                let what;
+                let mut victim = None;
+                if minority {
+                    let i = rng.range(0, eps.len() as u64) as usize;
+                    victim = Some(i);
+                    what = format!("kill -9 m{i} at {crash_at:?}, restart, writers go on");
+                    cluster.kill(i);
+                    tokio::time::sleep(Duration::from_millis(rng.range(300, 1000))).await;
+                    cluster.spawn(i);
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    stop.store(true, AtomicOrdering::Relaxed);
+                    for w in writers {
+                        let _ = w.await;
+                    }
+                } else {
+                    what = format!("kill -9 all at {crash_at:?}");
+                    // Killed first, the writers stopped after: every writer
+                    // has a put in flight when the members die.
+                    cluster.kill_all_at_once();
+                    stop.store(true, AtomicOrdering::Relaxed);
+                    for w in writers {
+                        let _ = w.await;
+                    }
+                    // No writer is left to retry anything into the new run.
+                    for i in 0..eps.len() {
+                        cluster.spawn(i);
+                    }
+                }
+                let t = Instant::now();
+                if let Err(e) = all_serve(&eps, Duration::from_secs(30)).await {
+                    problems.push(format!("round {round} ({what}): {e}"));
+                    return;
+                }
+                let back = t.elapsed();
+                let present = match read_after(&eps, round).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                };
+                let tally = compare(&writes, &present);
+                eprintln!(
+                    "round {round} ({what}): {} acknowledged, {} found, {} unacknowledged but present; serving again after {back:?}",
+                    tally.acked, tally.found, tally.unacked_present
+                );
+                total_acked += tally.acked;
+                problems.extend(tally.problems.iter().take(20).map(|p| format!("round {round}: {p}")));
+                if let Some(i) = victim {
+                    // The restarted member catches up: what it has applied
+                    // (a serializable read through it) holds every acked put.
+                    let acked = lock(&writes.acked).clone();
+                    let t = Instant::now();
+                    let mut missing = acked.len();
+                    while t.elapsed() < Duration::from_secs(30) {
+                        if let Some(mut c) = pinned(&eps[i]).await {
+                            if let Ok(m) = read_round(&mut c, round, true).await {
+                                missing = acked.iter().filter(|(k, v)| m.get(*k) != Some(*v)).count();
+                                if missing == 0 {
+                                    break;
+                                }
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    eprintln!(
+                        "round {round}: restarted m{i} has {} of {} acknowledged puts after {:?}",
+                        acked.len() - missing,
+                        acked.len(),
+                        t.elapsed()
+                    );
+                    if missing > 0 {
+                        problems.push(format!(
+                            "round {round}: restarted m{i} still misses {missing} acknowledged puts after 30 s"
+                        ));
+                    }
+                }
+            }
+        })
+        .await
+    });
+    eprintln!(
+        "{ROUNDS} rounds, {total_acked} acknowledged puts, in {:?}",
+        started.elapsed()
+    );
+    if run.is_err() {
+        problems.push("the test did not end within 170 s".into());
+    }
+    if total_acked == 0 && problems.is_empty() {
+        problems.push("no put was ever acknowledged".into());
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        cluster.logs()
+    );
+}
