@@ -34,6 +34,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
     pub extra: Vec<String>,
+    /// Extra `serve` flags for one member only (by index), after `extra`.
+    pub member_extra: Vec<Vec<String>>,
 }
 
 /// A port nobody listens on right now.
@@ -65,7 +67,30 @@ impl Cluster {
             dir,
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            member_extra: Vec::new(),
         };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Like [`Cluster::start`], with flags for each member as well, from
+    /// its name (m0, m1, ...): for example its own certificate.
+    pub fn start_with(n: usize, extra: &[&str], member: impl Fn(&str) -> Vec<String>) -> Cluster {
+        let mut c = Cluster::start(0, extra);
+        for i in 0..n {
+            let name = format!("m{i}");
+            c.member_extra.push(member(&name));
+            c.members.push(Member {
+                data_dir: c.dir.path().join(format!("{name}.data")),
+                log: c.dir.path().join(format!("{name}.log")),
+                name,
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            });
+        }
         for i in 0..n {
             c.spawn(i);
         }
@@ -112,6 +137,7 @@ impl Cluster {
                 "info",
             ])
             .args(&self.extra)
+            .args(self.member_extra.get(i).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
