@@ -894,6 +894,14 @@ impl Engine {
             self.emit(Event::Deliver(d));
         }
         let vs = self.vs.as_mut().expect("checked above");
+        // The sender holds every message it sent: count that towards
+        // stability now, not at the sender's next acknowledgement (which, in
+        // a quiet group, is its next heartbeat).
+        let mut stable_moved = false;
+        if seq > vs.acks[r][r] {
+            vs.acks[r][r] = seq;
+            stable_moved = vs.recompute_stable_rank(r);
+        }
         let st = &mut vs.streams[r];
         if st.contig > was_contig {
             vs.ack_pending = vs
@@ -903,6 +911,9 @@ impl Engine {
         } else if st.nak_due.is_none() {
             // A gap: ask for retransmission soon, unless reordering fills it first.
             st.nak_due = Some(now.plus(self.cfg.nak_interval / 2));
+        }
+        if stable_moved {
+            self.on_stable();
         }
     }
 
