@@ -636,7 +636,9 @@ impl Engine {
         let mut naks = Vec::new();
         for (r, (s, c)) in vs.streams.iter_mut().zip(&f.proposal.cut).enumerate() {
             if s.contig < *c {
-                s.highest = s.highest.max(*c);
+                // Bounded like an acknowledgement's claim: no member can hold
+                // more than the window ahead of what this one holds.
+                s.highest = s.highest.max((*c).min(s.contig + crate::stream::AHEAD_MAX));
                 let ranges: Vec<(u64, u64)> = s
                     .missing(16)
                     .into_iter()

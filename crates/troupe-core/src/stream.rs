@@ -112,6 +112,9 @@ impl Stream {
     /// ranges, at most `ranges_max` of them.
     pub fn missing(&self, ranges_max: usize) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
+        // Nothing is held at or past `end`: a gap that reaches it runs to
+        // `highest` in one step, however far away `highest` is.
+        let end = self.base.saturating_add(self.slots.len() as u64);
         let mut s = self.contig + 1;
         while s <= self.highest && out.len() < ranges_max {
             if self.has(s) {
@@ -119,10 +122,24 @@ impl Stream {
                 continue;
             }
             let first = s;
-            while s <= self.highest && !self.has(s) {
-                s += 1;
+            let last = if s >= end {
+                self.highest
+            } else {
+                let mut t = s;
+                while t < self.highest && t + 1 < end && !self.has(t + 1) {
+                    t += 1;
+                }
+                if t + 1 >= end && t < self.highest {
+                    self.highest
+                } else {
+                    t
+                }
+            };
+            out.push((first, last));
+            if last >= self.highest {
+                break;
             }
-            out.push((first, s - 1));
+            s = last + 1;
         }
         out
     }
@@ -181,5 +198,16 @@ mod tests {
         s.highest = 7;
         assert_eq!(s.missing(8), vec![(1, 1), (3, 4), (6, 7)]);
         assert_eq!(s.missing(1), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn missing_is_quick_when_highest_is_far_away() {
+        let mut s = Stream::new();
+        s.insert(3, msg());
+        s.highest = u64::MAX;
+        assert_eq!(s.missing(8), vec![(1, 2), (4, u64::MAX)]);
+        let mut e = Stream::new();
+        e.highest = u64::MAX;
+        assert_eq!(e.missing(8), vec![(1, u64::MAX)]);
     }
 }
