@@ -1570,6 +1570,14 @@ async fn form_group(cfg: &ServeConfig) -> (Group, bool) {
         if !contacts.is_empty() {
             match builder(true).start().await {
                 Ok(g) => return (g, false),
+                Err(e @ troupe::Error::Bind { .. }) => {
+                    // The group this member just left still holds the port
+                    // while it shuts down: try joining again, never create
+                    // a group because of it.
+                    debug!(attempt, error = %e, "peer port still held; joining again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 Err(e) => debug!(attempt, error = %e, "no group to join"),
             }
         }
