@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/mvccpb/kv.proto",
                 "proto/v3lockpb/v3lock.proto",
                 "proto/v3electionpb/v3election.proto",
+                "proto/troupepb/admin.proto",
             ],
             &["proto"],
         )?;

@@ -12,6 +12,7 @@ use troupe_kv::pb::etcdserverpb::{
     cluster_client::ClusterClient, maintenance_client::MaintenanceClient, MemberListRequest,
     StatusRequest,
 };
+use troupe_kv::pb::troupepb::{admin_client::AdminClient, MemberStatusRequest};
 use troupe_kv::{ClientTls, ServeConfig};
 
 /// Whether the data directory is new.
@@ -257,18 +258,22 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
                     .status(StatusRequest {})
                     .await?
                     .into_inner();
-                let m = ClusterClient::new(channel)
+                let m = ClusterClient::new(channel.clone())
                     .member_list(MemberListRequest { linearizable: false })
                     .await?
                     .into_inner();
-                anyhow::Ok((s, m))
+                let a = AdminClient::new(channel)
+                    .member_status(MemberStatusRequest {})
+                    .await?
+                    .into_inner();
+                anyhow::Ok((s, m, a))
             };
             match tokio::time::timeout(Duration::from_secs(5), ask).await {
-                Ok(Ok((s, m))) => {
+                Ok(Ok((s, m, a))) => {
                     for mem in &m.members {
                         names.insert(mem.id, mem.name.clone());
                     }
-                    rows.push((ep.to_string(), Some(s)));
+                    rows.push((ep.to_string(), Some((s, a))));
                 }
                 Ok(Err(e)) => {
                     failed += 1;
@@ -285,13 +290,13 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| format!("{id:x}"));
         if !args.json {
             println!(
-                "{:<24} {:<10} {:<10} {:>6} {:>10} {:>10} {:>12}  STATE",
-                "ENDPOINT", "MEMBER", "LEADER", "EPOCH", "INDEX", "REVISION", "DISK"
+                "{:<22} {:<8} {:<8} {:>5} {:>9} {:>9} {:>9} {:>11} {:>11}  STATE (VIEW)",
+                "ENDPOINT", "MEMBER", "LEADER", "EPOCH", "INDEX", "COMMITTED", "REVISION", "LOG", "SNAPSHOT"
             );
         }
         for (ep, s) in rows {
             match s {
-                Some(s) => {
+                Some((s, a)) => {
                     let h = s.header.unwrap_or_default();
                     let state = if s.errors.is_empty() { "serving".to_string() } else { s.errors.join("; ") };
                     if args.json {
@@ -302,19 +307,25 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
                                 "leader": if s.leader == 0 { String::new() } else { name(s.leader) },
                                 "epoch": s.raft_term, "index": s.raft_index, "revision": h.revision,
                                 "db_bytes": s.db_size, "errors": s.errors, "version": s.version,
+                                "phase": a.phase, "view": a.view, "committed": a.committed_index,
+                                "wal_bytes": a.wal_bytes, "wal_segments": a.wal_segments,
+                                "snapshot_bytes": a.snapshot_bytes, "snapshot_index": a.snapshot_index,
                             })
                         );
                     } else {
                         println!(
-                            "{:<24} {:<10} {:<10} {:>6} {:>10} {:>10} {:>12}  {}",
+                            "{:<22} {:<8} {:<8} {:>5} {:>9} {:>9} {:>9} {:>11} {:>11}  {} ({})",
                             ep,
                             name(h.member_id),
                             if s.leader == 0 { "-".into() } else { name(s.leader) },
                             s.raft_term,
                             s.raft_index,
+                            a.committed_index,
                             h.revision,
-                            s.db_size,
-                            state
+                            format!("{} B/{}", a.wal_bytes, a.wal_segments),
+                            format!("{} B@{}", a.snapshot_bytes, a.snapshot_index),
+                            state,
+                            a.view.join(",")
                         );
                     }
                 }

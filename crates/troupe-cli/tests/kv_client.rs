@@ -163,4 +163,24 @@ fn etcd_client_crate_works_unchanged() {
         Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
         Err(_) => panic!("timed out\n{}", cluster.logs()),
     }
+
+    // `troupe status`: every member serving in one view, with its log and snapshot.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["status", "--json", "--endpoints", &eps.join(",")])
+        .output()
+        .unwrap_or_else(|e| panic!("troupe status: {e}"));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_default())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for r in &rows {
+        assert_eq!(r["phase"], "serving", "{text}");
+        assert_eq!(r["view"].as_array().map(Vec::len), Some(3), "{text}");
+        assert!(r["wal_bytes"].as_u64().unwrap_or(0) > 0, "{text}");
+        assert!(r["committed"].as_u64().unwrap_or(0) > 0, "{text}");
+        assert_eq!(r["leader"], rows[0]["leader"], "one leader: {text}");
+    }
 }

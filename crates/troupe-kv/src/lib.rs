@@ -38,6 +38,10 @@ pub mod pb {
     pub mod v3lockpb {
         tonic::include_proto!("v3lockpb");
     }
+    /// troupepb: troupe's own operator status of a member.
+    pub mod troupepb {
+        tonic::include_proto!("troupepb");
+    }
     /// v3electionpb: the Election service.
     pub mod v3electionpb {
         tonic::include_proto!("v3electionpb");
@@ -274,6 +278,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .add_service(LeaseServer::new(server.clone()))
         .add_service(ClusterServer::new(server.clone()))
         .add_service(MaintenanceServer::new(server.clone()))
+        .add_service(pb::troupepb::admin_server::AdminServer::new(server.clone()))
         .add_service(pb::v3lockpb::lock_server::LockServer::new(server.clone()))
         .add_service(pb::v3electionpb::election_server::ElectionServer::new(
             server,

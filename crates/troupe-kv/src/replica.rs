@@ -267,6 +267,7 @@ fn writer(
                 gen,
                 index: store.synced_index(),
             });
+            let _ = out.send(WriterReport::Sizes(store.sizes()));
         }
     }
 }

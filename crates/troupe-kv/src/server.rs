@@ -523,6 +523,37 @@ impl pb::cluster_server::Cluster for Server {
 }
 
 #[tonic::async_trait]
+impl crate::pb::troupepb::admin_server::Admin for Server {
+    async fn member_status(
+        &self,
+        _req: GrpcRequest<crate::pb::troupepb::MemberStatusRequest>,
+    ) -> Result<Response<crate::pb::troupepb::MemberStatusResponse>, Status> {
+        let s = self.status_info().await?;
+        let cfg = &self.inner.cfg;
+        let leader = cfg
+            .cluster
+            .iter()
+            .find(|p| s.leader != 0 && member_id(&p.name) == s.leader)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        Ok(Response::new(crate::pb::troupepb::MemberStatusResponse {
+            name: cfg.name.clone(),
+            phase: s.phase.to_string(),
+            epoch: s.epoch,
+            view: s.view,
+            leader,
+            applied_index: s.applied,
+            committed_index: s.committed,
+            revision: s.revision,
+            wal_bytes: s.sizes.wal_bytes,
+            wal_segments: u64::try_from(s.sizes.wal_segments).unwrap_or(u64::MAX),
+            snapshot_bytes: s.sizes.snapshot_bytes,
+            snapshot_index: s.sizes.snapshot_index,
+        }))
+    }
+}
+
+#[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for Server {
     async fn alarm(
         &self,
