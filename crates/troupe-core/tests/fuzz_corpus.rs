@@ -11,7 +11,11 @@
 #[allow(dead_code)]
 mod harness;
 
-use std::path::PathBuf;
+#[path = "../../../fuzz/harness/replay.rs"]
+#[allow(dead_code)]
+mod replay;
+
+use replay::{fuzz_dir, replay, write_seed};
 
 use bytes::Bytes;
 use troupe_core::wire::{
@@ -19,49 +23,17 @@ use troupe_core::wire::{
 };
 use troupe_core::{Config, Engine, MemberId, Ordering, QueryId, Time, View, ViewId};
 
-fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
 /// Every file of `fuzz/corpus/<target>` and `fuzz/regressions/<target>`.
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["corpus", "regressions"] {
-        let dir = fuzz_dir().join(kind).join(target);
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.expect("dir entry").path();
-            if p.is_file() {
-                let bytes = std::fs::read(&p).expect("read corpus file");
-                out.push((p, bytes));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn replay(target: &str, f: fn(&[u8])) -> usize {
-    let all = inputs(target);
-    for (path, bytes) in &all {
-        if let Err(e) = std::panic::catch_unwind(|| f(bytes)) {
-            std::panic::resume_unwind(Box::new(format!("{}: {e:?}", path.display())));
-        }
-    }
-    all.len()
-}
 
 #[test]
 fn datagram_corpus_decodes_without_panic() {
-    let n = replay("datagram", harness::datagram);
+    let n = replay("datagram", &harness::datagram);
     assert!(n >= seeds_datagram().len(), "corpus missing: {n} files");
 }
 
 #[test]
 fn engine_corpus_is_handled_without_panic() {
-    let n = replay("engine", harness::engine);
+    let n = replay("engine", &harness::engine);
     assert!(n >= 1, "corpus missing");
 }
 
@@ -106,11 +78,7 @@ fn write_seeds() {
     if std::env::var_os("TROUPE_FUZZ_WRITE_SEEDS").is_none() {
         return;
     }
-    let write = |target: &str, name: &str, bytes: &[u8]| {
-        let dir = fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
-    };
+    let write = write_seed;
     for (name, d) in seeds_datagram() {
         write("datagram", &name, &d.encode());
     }

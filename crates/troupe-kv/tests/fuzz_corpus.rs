@@ -10,7 +10,11 @@
 #[allow(dead_code)]
 mod harness;
 
-use std::path::PathBuf;
+#[path = "../../../fuzz/harness/replay.rs"]
+#[allow(dead_code)]
+mod replay;
+
+use replay::{replay, write_seed};
 
 use bytes::Bytes;
 use prost::Message;
@@ -24,60 +28,28 @@ use troupe_kv::wire::{
     Refuse, Report, Wire,
 };
 
-fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["corpus", "regressions"] {
-        let Ok(rd) = std::fs::read_dir(fuzz_dir().join(kind).join(target)) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.expect("dir entry").path();
-            if p.is_file() {
-                let bytes = std::fs::read(&p).expect("read corpus file");
-                out.push((p, bytes));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn replay(target: &str, f: fn(&[u8])) -> usize {
-    let all = inputs(target);
-    for (path, bytes) in &all {
-        if let Err(e) = std::panic::catch_unwind(|| f(bytes)) {
-            std::panic::resume_unwind(Box::new(format!("{}: {e:?}", path.display())));
-        }
-    }
-    all.len()
-}
-
 #[test]
 fn kv_wire_corpus_decodes_without_panic() {
-    assert!(replay("kv_wire", harness::wire) >= 1, "corpus missing");
+    assert!(replay("kv_wire", &harness::wire) >= 1, "corpus missing");
 }
 
 #[test]
 fn kv_machine_corpus_decodes_without_panic() {
     assert!(
-        replay("kv_machine", harness::machine) >= 1,
+        replay("kv_machine", &harness::machine) >= 1,
         "corpus missing"
     );
 }
 
 #[test]
 fn kv_apply_corpus_applies_without_panic() {
-    assert!(replay("kv_apply", harness::apply) >= 1, "corpus missing");
+    assert!(replay("kv_apply", &harness::apply) >= 1, "corpus missing");
 }
 
 #[test]
 fn kv_cluster_corpus_parses_without_panic() {
     assert!(
-        replay("kv_cluster", harness::cluster) >= 1,
+        replay("kv_cluster", &harness::cluster) >= 1,
         "corpus missing"
     );
 }
@@ -100,11 +72,7 @@ fn write_seeds() {
     if std::env::var_os("TROUPE_FUZZ_WRITE_SEEDS").is_none() {
         return;
     }
-    let write = |target: &str, name: &str, bytes: &[u8]| {
-        let dir = fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
-    };
+    let write = write_seed;
     for (name, s) in seeds_wire() {
         write("kv_wire", &name, &s);
     }

@@ -10,42 +10,14 @@
 #[allow(dead_code)]
 mod harness;
 
-use std::path::PathBuf;
+#[path = "../../../fuzz/harness/replay.rs"]
+#[allow(dead_code)]
+mod replay;
+
+use replay::{replay, write_seed};
 
 use troupe_store::format::{encode_meta, encode_record, encode_segment_header, encode_snapshot};
 use troupe_store::{FsyncPolicy, Store, StoreOptions, META_FILE};
-
-fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["corpus", "regressions"] {
-        let Ok(rd) = std::fs::read_dir(fuzz_dir().join(kind).join(target)) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.expect("dir entry").path();
-            if p.is_file() {
-                let bytes = std::fs::read(&p).expect("read corpus file");
-                out.push((p, bytes));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn replay(target: &str, f: &dyn Fn(&[u8])) -> usize {
-    let all = inputs(target);
-    for (path, bytes) in &all {
-        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(bytes))) {
-            std::panic::resume_unwind(Box::new(format!("{}: {e:?}", path.display())));
-        }
-    }
-    all.len()
-}
 
 #[test]
 fn store_format_corpus_decodes_without_panic() {
@@ -79,11 +51,7 @@ fn write_seeds() {
     if std::env::var_os("TROUPE_FUZZ_WRITE_SEEDS").is_none() {
         return;
     }
-    let write = |target: &str, name: &str, bytes: &[u8]| {
-        let dir = fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
-    };
+    let write = write_seed;
     for (name, s) in seeds_format() {
         write("store_format", &name, &s);
     }

@@ -13,46 +13,18 @@
 #[allow(dead_code)]
 mod harness;
 
-use std::path::PathBuf;
+#[path = "../../../fuzz/harness/replay.rs"]
+#[allow(dead_code)]
+mod replay;
+
+use replay::{fuzz_dir, replay};
 
 use troupe::GroupConfig;
-
-fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["corpus", "regressions"] {
-        let Ok(rd) = std::fs::read_dir(fuzz_dir().join(kind).join(target)) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.expect("dir entry").path();
-            if p.is_file() {
-                let bytes = std::fs::read(&p).expect("read corpus file");
-                out.push((p, bytes));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn replay(target: &str, f: fn(&[u8])) -> usize {
-    let all = inputs(target);
-    for (path, bytes) in &all {
-        if let Err(e) = std::panic::catch_unwind(|| f(bytes)) {
-            std::panic::resume_unwind(Box::new(format!("{}: {e:?}", path.display())));
-        }
-    }
-    all.len()
-}
 
 #[test]
 fn group_config_corpus_parses_without_panic() {
     assert!(
-        replay("group_config", harness::group_config) >= 1,
+        replay("group_config", &harness::group_config) >= 1,
         "corpus missing"
     );
 }
@@ -60,7 +32,7 @@ fn group_config_corpus_parses_without_panic() {
 #[test]
 fn frame_reader_corpus_is_refused_or_read_without_panic() {
     assert!(
-        replay("frame_reader", harness::frame_reader) >= 1,
+        replay("frame_reader", &harness::frame_reader) >= 1,
         "corpus missing"
     );
 }
