@@ -29,7 +29,7 @@ enum Command {
     /// Measure throughput and latency against a raw TCP baseline, on 127.0.0.1.
     Bench(bench::BenchArgs),
     /// One member of the coordination service, spoken to with the etcd v3 API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The coordination service's members: leader, epoch, index, revision, disk.
     Status(serve::StatusArgs),
     /// Create a development CA and per-node certificates for TLS.
@@ -51,7 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::DemoMember(args) => demo::run_member(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchMember(args) => bench::run_member(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Status(args) => serve::status(args),
         Command::Certs(args) => certs::run(args),
     };

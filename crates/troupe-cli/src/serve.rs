@@ -85,10 +85,26 @@ pub struct ServeArgs {
     /// --trusted-ca-file; others are refused at the TLS handshake.
     #[arg(long, requires = "trusted_ca_file")]
     client_cert_auth: bool,
-    /// Serve clients in plaintext without the warning that says so. Without
-    /// TLS flags clients are served in plaintext either way; this flag
-    /// records that it was meant.
-    #[arg(long, conflicts_with_all = ["cert_file", "key_file", "trusted_ca_file", "client_cert_auth"])]
+    /// This member's certificate for member-to-member TLS, PEM (etcd's
+    /// flag). It must carry the URI troupe://CLUSTER/NAME (`troupe certs`
+    /// writes it): peers are accepted only with a certificate signed by
+    /// --peer-trusted-ca-file that names the same CLUSTER.
+    #[arg(long, requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file, PEM.
+    #[arg(long, requires = "peer_cert_file")]
+    peer_key_file: Option<PathBuf>,
+    /// CA certificates that peers' certificates are verified against, PEM.
+    #[arg(long, requires = "peer_cert_file")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Accepted for etcd's command lines: with --peer-cert-file, peers
+    /// always authenticate each other with certificates.
+    #[arg(long, requires = "peer_cert_file")]
+    peer_client_cert_auth: bool,
+    /// Serve clients and peers in plaintext without the warnings that say
+    /// so. Without TLS flags traffic is plaintext either way; this flag
+    /// records that it was meant (on a private network).
+    #[arg(long, conflicts_with_all = ["cert_file", "key_file", "trusted_ca_file", "client_cert_auth", "peer_cert_file"])]
     insecure_plaintext: bool,
 }
 
@@ -110,6 +126,14 @@ fn config(a: &ServeArgs) -> Result<ServeConfig> {
             key_file: key_file.clone(),
             trusted_ca_file: a.trusted_ca_file.clone(),
             client_cert_auth: a.client_cert_auth,
+        }),
+        _ => None,
+    };
+    let peer_tls = match (&a.peer_cert_file, &a.peer_key_file, &a.peer_trusted_ca_file) {
+        (Some(cert_file), Some(key_file), Some(trusted_ca_file)) => Some(troupe::TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            trusted_ca_file: trusted_ca_file.clone(),
         }),
         _ => None,
     };
@@ -155,6 +179,7 @@ fn config(a: &ServeArgs) -> Result<ServeConfig> {
         snapshot_entries: a.snapshot_count,
         mutant_stale_reads: a.mutant_stale_reads,
         client_tls,
+        peer_tls,
         insecure_plaintext: a.insecure_plaintext,
     };
     cfg.validate()?;

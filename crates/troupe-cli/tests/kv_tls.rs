@@ -83,10 +83,12 @@ fn certs_writes_a_ca_and_private_keys_and_refuses_to_overwrite() {
     }
 }
 
-/// An expired client certificate signed by the good CA (`ca-key.pem`),
-/// written as `expired.pem` / `expired-key.pem`. The issuer's subject is
-/// the one `troupe certs` documents: `O=<cluster>, CN=troupe CA <cluster>`.
-fn write_expired_client(pki: &Path) {
+/// A certificate signed by the good CA (`ca-key.pem`), written as
+/// `NAME.pem` / `NAME-key.pem`: valid for server and client authentication
+/// at 127.0.0.1, with the URI `troupe://URI_CLUSTER/NAME`, expired if
+/// `expired`. The issuer's subject is the one `troupe certs` documents:
+/// `O=<cluster>, CN=troupe CA <cluster>`.
+fn write_signed(pki: &Path, name: &str, uri_cluster: &str, expired: bool) {
     let ca_key = rcgen::KeyPair::from_pem(&read(&pki.join("ca-key.pem")))
         .unwrap_or_else(|e| panic!("ca-key.pem: {e}"));
     let mut ca = rcgen::CertificateParams::default();
@@ -100,19 +102,37 @@ fn write_expired_client(pki: &Path) {
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name
-        .push(rcgen::DnType::OrganizationName, CLUSTER);
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "expired");
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        .push(rcgen::DnType::OrganizationName, uri_cluster);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let uri = format!("troupe://{uri_cluster}/{name}");
+    p.subject_alt_names = vec![
+        rcgen::SanType::IpAddress([127, 0, 0, 1].into()),
+        rcgen::SanType::URI(uri.as_str().try_into().unwrap_or_else(|e| panic!("{e}"))),
+    ];
     let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::days(30);
-    p.not_after = now - time::Duration::days(1);
+    if expired {
+        p.not_before = now - time::Duration::days(30);
+        p.not_after = now - time::Duration::days(1);
+    } else {
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(30);
+    }
     let cert = p
         .signed_by(&key, &issuer)
         .unwrap_or_else(|e| panic!("signing: {e}"));
-    std::fs::write(pki.join("expired.pem"), cert.pem()).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(pki.join("expired-key.pem"), key.serialize_pem())
+    std::fs::write(pki.join(format!("{name}.pem")), cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(pki.join(format!("{name}-key.pem")), key.serialize_pem())
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// An expired client certificate of this cluster signed by the good CA,
+/// written as `expired.pem` / `expired-key.pem`.
+fn write_expired_client(pki: &Path) {
+    write_signed(pki, "expired", CLUSTER, true);
 }
 
 /// A client's TLS material: CA to trust, and maybe a certificate.
@@ -470,4 +490,193 @@ async fn a_bad_certificate_file_is_named_and_plaintext_is_warned_about() {
             "{flags:?}: {logs}"
         );
     }
+}
+
+/// Connects to a member's peer port as a stranger would: over TLS trusting
+/// `ca`, with the certificate `id` (`dir`, `name`) if any, or in plaintext
+/// with a few bytes. Returns the local address the member's log names it
+/// by, once the member has closed the connection.
+async fn stranger_at_peer_port(
+    port: u16,
+    ca: &Path,
+    id: Option<(&Path, &str)>,
+    tls: bool,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("peer port {port}: {e}"));
+    let local = tcp
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let mut buf = [0u8; 64];
+    let limit = Duration::from_secs(15);
+    if !tls {
+        let mut tcp = tcp;
+        let _ = tcp.write_all(&[20, 0, 0, 0, 1, 2, 3]).await;
+        let closed = tokio::time::timeout(limit, tcp.read(&mut buf)).await;
+        assert!(closed.is_ok(), "a plaintext stranger was not closed");
+        return local;
+    }
+    let mut roots = RootCertStore::empty();
+    for c in troupe::tls::load_certs("ca", &ca.join("ca.pem")).unwrap_or_else(|e| panic!("{e}")) {
+        roots.add(c).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(troupe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_root_certificates(roots);
+    let config = match id {
+        Some((dir, name)) => {
+            let cert = troupe::tls::load_certs("cert", &dir.join(format!("{name}.pem")))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let key = troupe::tls::load_key("key", &dir.join(format!("{name}-key.pem")))
+                .unwrap_or_else(|e| panic!("{e}"));
+            builder
+                .with_client_auth_cert(cert, key)
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from("127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+    // With TLS 1.3 the client may finish its side of the handshake before
+    // the member has looked at its certificate: the refusal then comes as
+    // an alert or a close on the first read.
+    if let Ok(Ok(mut s)) = tokio::time::timeout(limit, connector.connect(name, tcp)).await {
+        let _ = s.write_all(&[20, 0, 0, 0, 1, 2, 3]).await;
+        let _ = s.flush().await;
+        let closed = tokio::time::timeout(limit, s.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "a TLS stranger was not closed: {closed:?}"
+        );
+    }
+    local
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_tls_refuses_strangers_before_reading_group_traffic() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let pki = tmp.path().join("pki");
+    let other = tmp.path().join("other");
+    let o = certs(&pki, "m0,m1,m2", &[]);
+    assert!(o.status.success(), "troupe certs: {}", text(&o));
+    let o = certs(&other, "m0", &[]);
+    assert!(o.status.success(), "troupe certs: {}", text(&o));
+    // Signed by the cluster's own CA, but wrong: expired, or for another
+    // cluster that shares the CA.
+    write_signed(&pki, "stale", CLUSTER, true);
+    write_signed(&pki, "neighbour", "othercluster", false);
+
+    let ca = pki.join("ca.pem").display().to_string();
+    let pki2 = pki.clone();
+    let mut cluster = Cluster::start_with(3, &[], move |name| {
+        vec![
+            "--peer-cert-file".into(),
+            pki2.join(format!("{name}.pem")).display().to_string(),
+            "--peer-key-file".into(),
+            pki2.join(format!("{name}-key.pem")).display().to_string(),
+            "--peer-trusted-ca-file".into(),
+            ca.clone(),
+            "--peer-client-cert-auth".into(),
+        ]
+    });
+    let eps = cluster.endpoints();
+    let mut client = common::wait_serving(&eps).await;
+    client
+        .put("k", "over peer TLS", None)
+        .await
+        .unwrap_or_else(|e| panic!("put: {e}\n{}", cluster.logs()));
+
+    let port = cluster.members[0].peer_port;
+    // (what, certificate, over TLS, what the member's log says)
+    type Stranger<'a> = (&'a str, Option<(&'a Path, &'a str)>, bool, &'a str);
+    let strangers: [Stranger; 5] = [
+        ("plaintext", None, false, "refused at the TLS handshake"),
+        ("no certificate", None, true, "refused at the TLS handshake"),
+        (
+            "another CA's node certificate",
+            Some((&other, "m0")),
+            true,
+            "refused at the TLS handshake",
+        ),
+        (
+            "an expired certificate of the CA",
+            Some((&pki, "stale")),
+            true,
+            "refused at the TLS handshake",
+        ),
+        (
+            "a certificate of another cluster on the same CA",
+            Some((&pki, "neighbour")),
+            true,
+            "certificate is for cluster 'othercluster', not 'tlstest'",
+        ),
+    ];
+    for (i, (what, id, tls, why)) in strangers.into_iter().enumerate() {
+        let local = stranger_at_peer_port(port, &pki, id, tls).await;
+        // The member says why, naming the stranger's address.
+        // (by its address only: field names may come with colour codes).
+        let needle = local.clone();
+        let line = eventually(
+            Duration::from_secs(10),
+            &format!("a log line about {what}"),
+            || {
+                let log = std::fs::read_to_string(&cluster.members[0].log).unwrap_or_default();
+                let line = log
+                    .lines()
+                    .find(|l| l.contains(&needle))
+                    .map(str::to_string);
+                async move { line }
+            },
+        )
+        .await;
+        assert!(line.contains(why), "{what}: {line}");
+        // The group still works: a write needs the other members.
+        let key = format!("after-{i}");
+        client
+            .put(key.as_str(), what, None)
+            .await
+            .unwrap_or_else(|e| panic!("after {what}: {e}\n{}", cluster.logs()));
+        let got = client
+            .get(key.as_str(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got.kvs().first().map(|kv| kv.value().to_vec()),
+            Some(what.as_bytes().to_vec())
+        );
+    }
+    let logs = all_logs(&cluster);
+    assert!(logs.contains("member-to-member traffic over TLS"), "{logs}");
+    assert!(
+        !logs.contains("member-to-member traffic is unencrypted"),
+        "a TLS member warned about plaintext peers"
+    );
+    // A member with a wrong peer file does not start, and says which file.
+    let garbage = tmp.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap_or_else(|e| panic!("{e}"));
+    let g = garbage.display().to_string();
+    let data = tmp.path().join("d").display().to_string();
+    let o = troupe(&[
+        "serve",
+        "--data-dir",
+        &data,
+        "--peer-cert-file",
+        &g,
+        "--peer-key-file",
+        &g,
+        "--peer-trusted-ca-file",
+        &pki.join("ca.pem").display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains(&g) && text(&o).contains("--peer-cert-file"),
+        "{}",
+        text(&o)
+    );
+    cluster.kill_all();
 }

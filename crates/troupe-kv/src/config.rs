@@ -67,8 +67,11 @@ pub struct ServeConfig {
     pub mutant_stale_reads: bool,
     /// TLS for client traffic; `None` serves clients in plaintext.
     pub client_tls: Option<ClientTls>,
-    /// Plaintext client traffic was asked for explicitly
-    /// (`--insecure-plaintext`): no warning is logged for it.
+    /// Member-to-member TLS (`--peer-cert-file`, `--peer-key-file`,
+    /// `--peer-trusted-ca-file`); `None`: plaintext group traffic.
+    pub peer_tls: Option<troupe::TlsFiles>,
+    /// Plaintext (client or member-to-member traffic) was asked for
+    /// explicitly (`--insecure-plaintext`): no warning is logged for it.
     pub insecure_plaintext: bool,
 }
 
@@ -128,6 +131,11 @@ impl ServeConfig {
                     "--insecure-plaintext contradicts --cert-file/--key-file".into(),
                 ));
             }
+        }
+        if self.peer_tls.is_some() && self.insecure_plaintext {
+            return Err(ConfigError::Invalid(
+                "--insecure-plaintext contradicts --peer-cert-file".into(),
+            ));
         }
         match self.cluster.iter().find(|p| p.name == self.name) {
             None => Err(ConfigError::Invalid(format!(

@@ -57,14 +57,10 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::rustls::{
-    self,
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
-    server::WebPkiClientVerifier,
-    RootCertStore,
-};
+use tokio_rustls::rustls::{self, server::WebPkiClientVerifier};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tracing::{info, warn};
+use troupe::tls;
 
 /// Shortest lease granted, in seconds: shorter TTLs are raised to it, as
 /// etcd raises them to its minimum.
@@ -104,8 +100,24 @@ pub enum ServeError {
 /// once (a flood of connections cannot pile up handshake state).
 pub const MAX_TLS_HANDSHAKES: usize = 256;
 
+/// The flags member-to-member TLS files are given with, for errors.
+pub const PEER_TLS_FLAGS: [&str; 3] = [
+    "--peer-cert-file",
+    "--peer-key-file",
+    "--peer-trusted-ca-file",
+];
+
 /// Time a client has to complete its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl From<troupe::TlsError> for ServeError {
+    fn from(e: troupe::TlsError) -> ServeError {
+        ServeError::Tls {
+            file: e.file,
+            reason: e.reason,
+        }
+    }
+}
 
 fn tls_error(file: &Path, reason: impl Into<String>) -> ServeError {
     ServeError::Tls {
@@ -114,49 +126,20 @@ fn tls_error(file: &Path, reason: impl Into<String>) -> ServeError {
     }
 }
 
-fn read_file(flag: &str, file: &Path) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(file).map_err(|e| tls_error(file, format!("cannot read the {flag} file: {e}")))
-}
-
-fn load_certs(flag: &str, file: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
-    let pem = read_file(flag, file)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error(file, format!("{flag}: not PEM certificates: {e}")))?;
-    if certs.is_empty() {
-        return Err(tls_error(file, format!("{flag}: no PEM certificate in it")));
-    }
-    Ok(certs)
-}
-
 /// The rustls configuration for client traffic (ring provider, TLS 1.2
 /// and 1.3, ALPN `h2`): the member's certificate and key, and, with a
 /// trusted CA, a verifier of client certificates that requires one when
 /// `client_cert_auth` is set. Each file is named in the error it causes.
 pub fn client_tls_config(t: &ClientTls) -> Result<rustls::ServerConfig, ServeError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = load_certs("--cert-file", &t.cert_file)?;
-    let key_pem = read_file("--key-file", &t.key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        tls_error(
-            &t.key_file,
-            format!("--key-file: no PEM private key in it: {e}"),
-        )
-    })?;
+    let provider = tls::provider();
+    let certs = tls::load_certs("--cert-file", &t.cert_file)?;
+    let key = tls::load_key("--key-file", &t.key_file)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error(&t.cert_file, e.to_string()))?;
     let builder = match &t.trusted_ca_file {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in load_certs("--trusted-ca-file", ca)? {
-                roots.add(c).map_err(|e| {
-                    tls_error(
-                        ca,
-                        format!("--trusted-ca-file: not a usable CA certificate: {e}"),
-                    )
-                })?;
-            }
+            let roots = tls::load_roots("--trusted-ca-file", ca)?;
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let v = if t.client_cert_auth {
                 v
@@ -236,6 +219,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         Some(t) => Some(TlsAcceptor::from(Arc::new(client_tls_config(t)?))),
         None => None,
     };
+    let peer_cluster = match &cfg.peer_tls {
+        Some(files) => Some(files.check(PEER_TLS_FLAGS)?),
+        None => None,
+    };
     let loaded = replica::load(&cfg)?;
     let addr: SocketAddr = cfg.listen_client.parse().map_err(|e| {
         ServeError::Config(ConfigError::Invalid(format!(
@@ -253,17 +240,26 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let server = server::Server::new(cfg.clone(), tx);
     info!(name = %cfg.name, clients = %cfg.listen_client, peers = %cfg.listen_peer, tls = tls.is_some(), "troupe-kv member starting");
     match &cfg.client_tls {
-        Some(t) => {
-            info!(
-                client_cert_auth = t.client_cert_auth,
-                "client traffic is served over TLS"
-            );
-            warn!("member-to-member traffic is plaintext TCP: keep the peer network private");
-        }
+        Some(t) => info!(
+            client_cert_auth = t.client_cert_auth,
+            "client traffic is served over TLS"
+        ),
         None if !cfg.insecure_plaintext => warn!(
             "client traffic is unencrypted and unauthenticated: pass --cert-file and --key-file \
              (with --trusted-ca-file and --client-cert-auth to require client certificates), \
              or --insecure-plaintext to serve plaintext without this warning"
+        ),
+        None => {}
+    }
+    match &peer_cluster {
+        Some(cluster) => info!(
+            %cluster,
+            "member-to-member traffic over TLS: peers must hold a certificate of this cluster"
+        ),
+        None if !cfg.insecure_plaintext => warn!(
+            "member-to-member traffic is unencrypted and unauthenticated: pass --peer-cert-file, \
+             --peer-key-file and --peer-trusted-ca-file, or --insecure-plaintext on a private \
+             network to run without this warning"
         ),
         None => {}
     }

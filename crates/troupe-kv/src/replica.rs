@@ -1562,6 +1562,10 @@ async fn form_group(cfg: &ServeConfig) -> (Group, bool) {
                 .suspect_timeout(cfg.suspect_timeout)
                 .heartbeat_interval(cfg.suspect_timeout / 5)
                 .join_timeout(join_wait);
+            let b = match &cfg.peer_tls {
+                Some(files) => b.tls(files.clone()),
+                None => b,
+            };
             if join {
                 b.join(contacts.clone())
             } else {

@@ -9,12 +9,19 @@
 //! node_id = 1
 //! heartbeat_interval_ms = 50
 //! suspect_timeout_ms = 1000
+//!
+//! [tls]
+//! cert_file = "pki/a.pem"
+//! key_file = "pki/a-key.pem"
+//! trusted_ca_file = "pki/ca.pem"
 //! ```
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::tls::TlsFiles;
 
 /// Most bytes of a configuration file: a configuration is a few lines, and a
 /// limit keeps a wrong path (a log file, a device) from being read whole.
@@ -68,6 +75,9 @@ pub struct GroupConfig {
     /// `StateNeeded` on). Otherwise the application must call
     /// `provide_state` for every `StateNeeded`, or joiners are never admitted.
     pub stateless: bool,
+    /// Member-to-member TLS (a `[tls]` table with `cert_file`, `key_file`
+    /// and `trusted_ca_file`). `None`: plaintext TCP, for a private network.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for GroupConfig {
@@ -90,6 +100,7 @@ impl Default for GroupConfig {
             peer_queue_frames_max: 4096,
             peer_queue_bytes_max: 16 << 20,
             stateless: false,
+            tls: None,
         }
     }
 }
@@ -205,6 +216,28 @@ mod tests {
             Duration::from_millis(700)
         );
         assert_eq!(c.listen, GroupConfig::default().listen);
+    }
+
+    #[test]
+    fn the_tls_table_names_three_files_and_nothing_else() {
+        let c = GroupConfig::from_toml(
+            "[tls]\ncert_file = \"a.pem\"\nkey_file = \"a-key.pem\"\ntrusted_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.map(|t| t.trusted_ca_file),
+            Some(std::path::PathBuf::from("ca.pem"))
+        );
+        assert!(matches!(
+            GroupConfig::from_toml("[tls]\ncert_file = \"a.pem\"\n"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            GroupConfig::from_toml(
+                "[tls]\ncert_file = \"a\"\nkey_file = \"b\"\ntrusted_ca_file = \"c\"\nverify = false\n"
+            ),
+            Err(ConfigError::Parse(_))
+        ));
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub enum Error {
     /// The engine refused its configuration.
     #[error("engine configuration: {0}")]
     Engine(#[from] troupe_core::ConfigError),
+    /// A member-to-member TLS file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -19,6 +19,7 @@ use troupe_core::{
 use crate::config::{ConfigError, GroupConfig};
 use crate::driver::{self, lock, Command, Driver, QueryResult, Shared, EVENTS_QUEUED_HIGH};
 use crate::error::Error;
+use crate::tls::{self, PeerTls, TlsFiles};
 use crate::transport::{Limits, Transport};
 
 /// Commands queued for the driver: senders beyond it wait (they are
@@ -127,11 +128,24 @@ impl GroupBuilder {
         self
     }
 
+    /// Member-to-member TLS with these files: mutual authentication against
+    /// the CA, and peers must name this member's cluster (see [`crate::tls`]).
+    pub fn tls(mut self, files: TlsFiles) -> GroupBuilder {
+        self.cfg.tls = Some(files);
+        self
+    }
+
     /// Binds the listener, starts the driver, creates the group (no
     /// contacts) or joins it, and returns once the first view is installed.
     pub async fn start(self) -> Result<Group, Error> {
         let cfg = self.cfg;
         cfg.validate()?;
+        // The files are read before the port is bound: a wrong file is the
+        // error, not a member that nobody can reach.
+        let tls = match &cfg.tls {
+            Some(files) => Some(Arc::new(PeerTls::load(files, tls::TOML_NAMES)?)),
+            None => None,
+        };
         let listener = TcpListener::bind(cfg.listen.as_str())
             .await
             .map_err(|source| Error::Bind {
@@ -176,7 +190,11 @@ impl GroupBuilder {
         };
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUED_MAX);
         let local_addr: Addr = Bytes::from(advertised.clone());
-        let transport = Transport::start(listener, local_addr, limits, inbound_tx);
+        match &tls {
+            Some(t) => info!(cluster = %t.cluster, "member-to-member traffic over TLS"),
+            None => info!("member-to-member traffic is plaintext TCP"),
+        }
+        let transport = Transport::start(listener, local_addr, limits, inbound_tx, tls);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {

@@ -11,6 +11,8 @@
 //! * [`Replicated`]: a [`StateMachine`] replicated on every member, with
 //!   commands in total order and state transfer to joiners.
 //! * [`GroupConfig`]: the same settings from a builder or a TOML file.
+//! * [`TlsFiles`]: member-to-member TLS with mutual authentication and a
+//!   check of the cluster's name (see [`tls`]).
 //!
 //! Every member installs the same sequence of views, and a multicast reaches
 //! every surviving member of its view or none (see `GUARANTEES.md`). A
@@ -58,6 +60,7 @@ mod error;
 mod group;
 mod metrics;
 mod replicated;
+pub mod tls;
 mod transport;
 
 pub use config::{ConfigError, GroupConfig};
@@ -65,6 +68,8 @@ pub use driver::QueryResult;
 pub use error::Error;
 pub use group::{Events, Group, GroupBuilder, GroupHandle, Sent};
 pub use replicated::{Replicated, StateMachine};
+pub use tls::{TlsError, TlsFiles};
+pub use transport::{cut_frames, Refusal};
 pub use troupe_core as core;
 pub use troupe_core::{
     Delivery, Event, ExitReason, MemberId, Ordering, QueryId, QueryQuorum, Stats, View, ViewId,

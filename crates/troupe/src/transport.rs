@@ -19,6 +19,27 @@
 //! zero-length frame or a read error closes the connection with a log line;
 //! nothing from the network can make this module panic or allocate more than
 //! a read buffer plus one frame's limit per connection.
+//!
+//! With [`PeerTls`], both directions run over TLS with mutual
+//! authentication, and the peer's certificate must name this member's
+//! cluster; a connection that fails either check is closed before any of
+//! its bytes is read as a frame. Direct writes from the driver's task are
+//! then off (a TLS stream has one owner, the writer task).
+//!
+//! Hostile connections cost little and not for long:
+//! - a connection has [`TLS_HANDSHAKE_TIMEOUT`] for its handshake and
+//!   [`FIRST_FRAME_TIMEOUT`] to deliver its first valid frame; until then it
+//!   is *unproven*, reads into a small buffer, and at most
+//!   [`UNPROVEN_CONNECTIONS_MAX`] unproven connections are kept (a new one
+//!   closes the oldest), so a flood of connections cannot crowd out peers;
+//! - a frame that has begun must be complete within [`FRAME_TIMEOUT`] (a
+//!   peer that sends a byte a second is closed), and a connection silent
+//!   for [`INBOUND_IDLE_TIMEOUT`] is closed (writers close their own after
+//!   [`PEER_IDLE_TIMEOUT`]);
+//! - memory grows with the bytes that arrive, not with a frame length a
+//!   header announces;
+//! - refusals are logged, at most [`REFUSAL_LOG_LINES`] lines a second; the
+//!   rest are counted in one line.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -27,11 +48,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+use crate::tls::{self, PeerTls};
 
 /// Bytes of the length prefix of a frame.
 const FRAME_HEADER_BYTES: usize = 4;
@@ -69,6 +93,30 @@ const READ_BUFFER_BYTES: usize = 128 << 10;
 /// read (a smaller read would cost a system call for little data).
 const READ_ROOM_MIN: usize = 16 << 10;
 
+/// The read buffer of a connection that has not yet sent a valid frame.
+const FIRST_READ_BYTES: usize = 4 << 10;
+
+/// Time an inbound connection has for its TLS handshake.
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time an inbound connection has, once accepted (and through its
+/// handshake), to deliver its first valid frame. A member's writer connects
+/// because it has a datagram to send, so it sends one at once.
+pub(crate) const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time a frame that has begun to arrive has to arrive whole.
+pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An inbound connection silent for this long is closed.
+pub(crate) const INBOUND_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most inbound connections that have not yet sent a valid frame; a new one
+/// beyond closes the oldest of them.
+pub(crate) const UNPROVEN_CONNECTIONS_MAX: usize = 64;
+
+/// Most log lines a second about refused connections.
+pub(crate) const REFUSAL_LOG_LINES: u32 = 20;
+
 /// Limits of the transport.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -91,13 +139,45 @@ pub(crate) struct ConnCtl {
     pub peer: SocketAddr,
     close: Notify,
     closed: AtomicBool,
+    /// Closed to make room for a newer unproven connection.
+    evicted: AtomicBool,
+    /// It has sent a valid frame.
+    proven: AtomicBool,
+    /// Its reader has stopped.
+    done: AtomicBool,
 }
 
 impl ConnCtl {
+    fn new(id: u64, peer: SocketAddr) -> ConnCtl {
+        ConnCtl {
+            id,
+            peer,
+            close: Notify::new(),
+            closed: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            proven: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        }
+    }
+
     /// Closes the connection (its reader stops at its next step).
     pub fn close(&self) {
         self.closed.store(true, AtomicOrdering::Relaxed);
         self.close.notify_one();
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, AtomicOrdering::Relaxed);
+        self.close();
+    }
+
+    /// Why the connection was closed from this side.
+    fn close_reason(&self) -> ReadEnd {
+        if self.evicted.load(AtomicOrdering::Relaxed) {
+            ReadEnd::Evicted
+        } else {
+            ReadEnd::Closed
+        }
     }
 }
 
@@ -119,6 +199,37 @@ pub(crate) struct TransportStats {
     pub queued_frames: AtomicUsize,
     /// Inbound connections closed for bad input.
     pub refused_connections: AtomicU64,
+    /// The refusal log's budget: (start of the current second, lines
+    /// logged in it, refusals not logged).
+    refusal_log: Mutex<Option<(Instant, u32, u64)>>,
+}
+
+impl TransportStats {
+    /// Whether one more refusal may be logged now; logs how many were not
+    /// when a new second begins.
+    fn may_log_refusal(&self) -> bool {
+        let now = Instant::now();
+        let mut log = lock(&self.refusal_log);
+        let (start, lines, quiet) = log.get_or_insert((now, 0, 0));
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            if *quiet > 0 {
+                warn!(
+                    refused = *quiet,
+                    "more inbound connections were refused than logged"
+                );
+            }
+            *start = now;
+            *lines = 0;
+            *quiet = 0;
+        }
+        if *lines < REFUSAL_LOG_LINES {
+            *lines += 1;
+            true
+        } else {
+            *quiet += 1;
+            false
+        }
+    }
 }
 
 /// The frames waiting for one peer.
@@ -161,16 +272,19 @@ pub(crate) struct Transport {
     accept_task: JoinHandle<()>,
     stats: Arc<TransportStats>,
     bad_addr_logged: bool,
+    tls: Option<Arc<PeerTls>>,
 }
 
 impl Transport {
     /// Starts accepting on `listener`; frames go to `inbound_tx`. `local_addr`
     /// is this member's advertised address: datagrams to it loop back.
+    /// With `tls`, every connection, both ways, runs over member-to-member TLS.
     pub fn start(
         listener: TcpListener,
         local_addr: Bytes,
         limits: Limits,
         inbound_tx: mpsc::Sender<Inbound>,
+        tls: Option<Arc<PeerTls>>,
     ) -> Transport {
         let stats = Arc::new(TransportStats::default());
         let accept_task = tokio::spawn(accept_loop(
@@ -178,6 +292,7 @@ impl Transport {
             limits,
             inbound_tx.clone(),
             stats.clone(),
+            tls.clone(),
         ));
         Transport {
             local_addr,
@@ -187,6 +302,7 @@ impl Transport {
             accept_task,
             stats,
             bad_addr_logged: false,
+            tls,
         }
     }
 
@@ -235,6 +351,7 @@ impl Transport {
                 text.to_string(),
                 queue.clone(),
                 self.stats.clone(),
+                self.tls.clone(),
             ));
             if let Some(old) = self.peers.insert(addr.clone(), Peer { queue, task }) {
                 old.task.abort();
@@ -320,9 +437,12 @@ async fn accept_loop(
     limits: Limits,
     tx: mpsc::Sender<Inbound>,
     stats: Arc<TransportStats>,
+    tls: Option<Arc<PeerTls>>,
 ) {
     // Dropping the set (when this task is aborted) aborts every reader.
     let mut readers = JoinSet::new();
+    // Connections that have not yet sent a valid frame, oldest first.
+    let mut unproven: VecDeque<Arc<ConnCtl>> = VecDeque::new();
     let mut next_id = 0u64;
     loop {
         while readers.try_join_next().is_some() {}
@@ -336,39 +456,147 @@ async fn accept_loop(
             }
         };
         if readers.len() >= INBOUND_CONNECTIONS_MAX {
-            warn!(%peer, max = INBOUND_CONNECTIONS_MAX, "too many inbound connections; refusing one");
+            stats
+                .refused_connections
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            if stats.may_log_refusal() {
+                warn!(%peer, max = INBOUND_CONNECTIONS_MAX, "too many inbound connections; refusing one");
+            }
             continue;
+        }
+        unproven.retain(|c| {
+            !c.proven.load(AtomicOrdering::Relaxed) && !c.done.load(AtomicOrdering::Relaxed)
+        });
+        if unproven.len() >= UNPROVEN_CONNECTIONS_MAX {
+            if let Some(oldest) = unproven.pop_front() {
+                oldest.evict();
+            }
         }
         let _ = stream.set_nodelay(true);
         next_id += 1;
-        let ctl = Arc::new(ConnCtl {
-            id: next_id,
-            peer,
-            close: Notify::new(),
-            closed: AtomicBool::new(false),
-        });
+        let ctl = Arc::new(ConnCtl::new(next_id, peer));
+        unproven.push_back(ctl.clone());
         debug!(conn = ctl.id, %peer, "inbound connection");
-        readers.spawn(read_frames(stream, ctl, limits, tx.clone(), stats.clone()));
+        readers.spawn(read_frames(
+            stream,
+            ctl,
+            limits,
+            tx.clone(),
+            stats.clone(),
+            tls.clone(),
+        ));
     }
 }
 
 /// Why a reader stopped.
+#[derive(Debug)]
 enum ReadEnd {
     Eof,
     Closed,
     Io(std::io::Error),
-    Oversized(usize),
-    Empty,
     DriverGone,
+    /// Bytes that are not frames of this group.
+    Refused(Refusal),
+    /// Closed to make room for a newer unproven connection.
+    Evicted,
+    /// The TLS handshake failed.
+    Handshake(std::io::Error),
+    /// No TLS handshake in time.
+    HandshakeTimeout,
+    /// The peer's certificate is not of this cluster.
+    OtherCluster(String),
+    /// No valid frame within [`FIRST_FRAME_TIMEOUT`].
+    Silent,
+    /// A frame began and did not finish within [`FRAME_TIMEOUT`].
+    Stalled(usize),
+    /// Nothing arrived for [`INBOUND_IDLE_TIMEOUT`].
+    Idle,
+}
+
+/// Why bytes that arrived are not frames of this group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A frame longer than the limit.
+    Oversized(usize),
+    /// A frame of length zero.
+    Empty,
     /// The header does not decode.
     Garbage(troupe_core::DecodeError),
     /// The header names another group.
     OtherGroup(u64),
     /// The connection spoke for one node, then claimed to be another.
     Impostor {
+        /// The node it spoke for first.
         node: u64,
+        /// Who it then claimed to be.
         claimed: troupe_core::MemberId,
     },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Oversized(n) => write!(f, "a frame of {n} bytes, over the size limit"),
+            Refusal::Empty => write!(f, "an empty frame"),
+            Refusal::Garbage(e) => write!(f, "not a troupe datagram: {e}"),
+            Refusal::OtherGroup(g) => write!(f, "a datagram of another group ({g:#x})"),
+            Refusal::Impostor { node, claimed } => {
+                write!(f, "it spoke for node {node}, then claimed to be {claimed}")
+            }
+        }
+    }
+}
+
+/// Cuts every whole frame out of `buf` (what a connection has sent so far)
+/// into `frames`, checking each datagram's header: its group must be
+/// `group`, and every frame of a connection must come from the same node,
+/// which `pinned` remembers. What is left in `buf` is the start of the next
+/// frame. Allocates nothing beyond `frames`' growth: each frame is a slice
+/// of `buf`'s allocation. On a refusal the frames cut before it are kept in
+/// `frames` but the connection must be closed.
+pub fn cut_frames(
+    buf: &mut BytesMut,
+    frame_bytes_max: usize,
+    group: u64,
+    pinned: &mut Option<u64>,
+    frames: &mut Vec<Bytes>,
+) -> Result<(), Refusal> {
+    while buf.len() >= FRAME_HEADER_BYTES {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        header.copy_from_slice(&buf[..FRAME_HEADER_BYTES]);
+        let len = u32::from_le_bytes(header) as usize;
+        if len > frame_bytes_max {
+            return Err(Refusal::Oversized(len));
+        }
+        if len == 0 {
+            return Err(Refusal::Empty);
+        }
+        if buf.len() < FRAME_HEADER_BYTES + len {
+            return Ok(());
+        }
+        let _ = buf.split_to(FRAME_HEADER_BYTES);
+        let bytes = buf.split_to(len).freeze();
+        // Only the header is read here (the engine decodes the rest).
+        let (g, from) = match troupe_core::wire::DatagramReader::new(bytes.clone()) {
+            Ok(h) => (h.group(), h.from()),
+            Err(e) => return Err(Refusal::Garbage(e)),
+        };
+        if g != group {
+            return Err(Refusal::OtherGroup(g));
+        }
+        match *pinned {
+            None => *pinned = Some(from.node),
+            Some(node) if node != from.node => {
+                return Err(Refusal::Impostor {
+                    node,
+                    claimed: from,
+                })
+            }
+            Some(_) => {}
+        }
+        frames.push(bytes);
+    }
+    Ok(())
 }
 
 async fn read_frames(
@@ -377,99 +605,118 @@ async fn read_frames(
     limits: Limits,
     tx: mpsc::Sender<Inbound>,
     stats: Arc<TransportStats>,
+    tls: Option<Arc<PeerTls>>,
 ) {
-    let max = limits.frame_bytes_max;
-    let end = read_frames_inner(stream, &ctl, limits, &tx).await;
-    if !matches!(end, ReadEnd::Eof | ReadEnd::Io(_) | ReadEnd::DriverGone) {
-        stats
-            .refused_connections
-            .fetch_add(1, AtomicOrdering::Relaxed);
-    }
+    let end = match tls {
+        None => read_frames_inner(stream, &ctl, limits, &tx).await,
+        Some(tls) => match handshake(stream, &ctl, &tls).await {
+            Ok(stream) => read_frames_inner(stream, &ctl, limits, &tx).await,
+            Err(end) => end,
+        },
+    };
+    ctl.done.store(true, AtomicOrdering::Relaxed);
+    let (conn, peer) = (ctl.id, ctl.peer);
     match end {
-        ReadEnd::Eof => {
-            debug!(conn = ctl.id, peer = %ctl.peer, "inbound connection closed by peer")
-        }
-        ReadEnd::Io(e) => {
-            debug!(conn = ctl.id, peer = %ctl.peer, error = %e, "inbound connection broke")
-        }
+        ReadEnd::Eof => debug!(conn, %peer, "inbound connection closed by peer"),
+        ReadEnd::Io(e) => debug!(conn, %peer, error = %e, "inbound connection broke"),
         ReadEnd::DriverGone => {}
-        ReadEnd::Closed => {
-            warn!(conn = ctl.id, peer = %ctl.peer, "inbound connection closed: it sent a datagram that does not decode");
-        }
-        ReadEnd::Oversized(n) => {
-            warn!(conn = ctl.id, peer = %ctl.peer, len = n, max, "inbound connection closed: frame over the size limit");
-        }
-        ReadEnd::Empty => {
-            warn!(conn = ctl.id, peer = %ctl.peer, "inbound connection closed: empty frame");
-        }
-        ReadEnd::Garbage(e) => {
-            warn!(conn = ctl.id, peer = %ctl.peer, error = %e, "inbound connection closed: not a troupe datagram");
-        }
-        ReadEnd::OtherGroup(g) => {
-            warn!(conn = ctl.id, peer = %ctl.peer, group_hash = g, "inbound connection closed: datagram of another group");
-        }
-        ReadEnd::Impostor { node, claimed } => {
-            warn!(conn = ctl.id, peer = %ctl.peer, node, %claimed, "inbound connection closed: it spoke for one member, then claimed to be another");
+        ReadEnd::Idle => debug!(conn, %peer, "inbound connection closed: idle"),
+        refused => {
+            stats
+                .refused_connections
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            if !stats.may_log_refusal() {
+                return;
+            }
+            match refused {
+                ReadEnd::Closed => {
+                    warn!(conn, %peer, "inbound connection closed: it sent a datagram that does not decode")
+                }
+                ReadEnd::Refused(r) => warn!(conn, %peer, "inbound connection closed: {r}"),
+                ReadEnd::Evicted => {
+                    warn!(conn, %peer, max = UNPROVEN_CONNECTIONS_MAX, "inbound connection closed: too many connections that have sent no valid frame")
+                }
+                ReadEnd::Handshake(e) => {
+                    warn!(conn, %peer, error = %e, "inbound connection refused at the TLS handshake")
+                }
+                ReadEnd::HandshakeTimeout => {
+                    warn!(conn, %peer, "inbound connection refused: no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}")
+                }
+                ReadEnd::OtherCluster(why) => {
+                    warn!(conn, %peer, "inbound connection refused after the TLS handshake: {why}")
+                }
+                ReadEnd::Silent => {
+                    warn!(conn, %peer, "inbound connection closed: no valid frame within {FIRST_FRAME_TIMEOUT:?}")
+                }
+                ReadEnd::Stalled(have) => {
+                    warn!(conn, %peer, bytes = have, "inbound connection closed: a frame did not arrive whole within {FRAME_TIMEOUT:?}")
+                }
+                _ => {}
+            }
         }
     }
 }
 
-async fn read_frames_inner(
-    mut stream: TcpStream,
+/// The server side of a member-to-member TLS handshake, then the check of
+/// the peer's cluster.
+async fn handshake(
+    stream: TcpStream,
+    ctl: &ConnCtl,
+    tls: &PeerTls,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, ReadEnd> {
+    let accepted = tokio::select! {
+        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)) => r,
+        _ = ctl.close.notified() => return Err(ctl.close_reason()),
+    };
+    let stream = match accepted {
+        Err(_) => return Err(ReadEnd::HandshakeTimeout),
+        Ok(Err(e)) => return Err(ReadEnd::Handshake(e)),
+        Ok(Ok(s)) => s,
+    };
+    tls.check_cluster(stream.get_ref().1.peer_certificates())
+        .map_err(ReadEnd::OtherCluster)?;
+    Ok(stream)
+}
+
+async fn read_frames_inner<S: AsyncRead + Unpin>(
+    mut stream: S,
     ctl: &Arc<ConnCtl>,
     limits: Limits,
     tx: &mpsc::Sender<Inbound>,
 ) -> ReadEnd {
     let max = limits.frame_bytes_max;
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let accepted = Instant::now();
+    let mut buf = BytesMut::with_capacity(FIRST_READ_BYTES);
     // The node this connection speaks for, from its first datagram: a peer
     // sends its own datagrams on its own connection, so a connection that
     // changes node is lying about one of them. (A node that rejoins as a new
-    // incarnation keeps its node number and its connections.)
+    // incarnation keeps its node number and its connections.) Until then
+    // the connection is unproven.
     let mut pinned: Option<u64> = None;
+    // When the frame now in `buf` began (or the last whole frame arrived).
+    let mut frame_started: Option<Instant> = None;
+    let mut last_read = accepted;
+    // Fires at the earliest deadline; looked at (and moved on) only when it
+    // fires, so a busy connection does not touch the timer per read.
+    let timer = tokio::time::sleep_until(accepted + FIRST_FRAME_TIMEOUT);
+    tokio::pin!(timer);
     loop {
         if ctl.closed.load(AtomicOrdering::Relaxed) {
-            return ReadEnd::Closed;
+            return ctl.close_reason();
         }
-        // Cut every whole frame out of what has arrived.
+        let was_proven = pinned.is_some();
         let mut frames = Vec::new();
-        while buf.len() >= FRAME_HEADER_BYTES {
-            let mut header = [0u8; FRAME_HEADER_BYTES];
-            header.copy_from_slice(&buf[..FRAME_HEADER_BYTES]);
-            let len = u32::from_le_bytes(header) as usize;
-            if len > max {
-                return ReadEnd::Oversized(len);
-            }
-            if len == 0 {
-                return ReadEnd::Empty;
-            }
-            if buf.len() < FRAME_HEADER_BYTES + len {
-                // Room for the rest of this frame (and a full read beyond).
-                buf.reserve(FRAME_HEADER_BYTES + len - buf.len());
-                break;
-            }
-            let _ = buf.split_to(FRAME_HEADER_BYTES);
-            let bytes = buf.split_to(len).freeze();
-            // Only the header is read here (the engine decodes the rest).
-            let (group, from) = match troupe_core::wire::DatagramReader::new(bytes.clone()) {
-                Ok(h) => (h.group(), h.from()),
-                Err(e) => return ReadEnd::Garbage(e),
-            };
-            if group != limits.group {
-                return ReadEnd::OtherGroup(group);
-            }
-            match pinned {
-                None => pinned = Some(from.node),
-                Some(node) if node != from.node => {
-                    return ReadEnd::Impostor {
-                        node,
-                        claimed: from,
-                    }
-                }
-                Some(_) => {}
-            }
-            frames.push(bytes);
+        let cut = cut_frames(&mut buf, max, limits.group, &mut pinned, &mut frames);
+        if !was_proven && pinned.is_some() {
+            ctl.proven.store(true, AtomicOrdering::Relaxed);
         }
+        frame_started = if buf.is_empty() {
+            None
+        } else if !frames.is_empty() || frame_started.is_none() {
+            Some(last_read)
+        } else {
+            frame_started
+        };
         if !frames.is_empty() {
             let item = Inbound {
                 frames,
@@ -477,28 +724,118 @@ async fn read_frames_inner(
             };
             tokio::select! {
                 r = tx.send(item) => if r.is_err() { return ReadEnd::DriverGone },
-                _ = ctl.close.notified() => return ReadEnd::Closed,
+                _ = ctl.close.notified() => return ctl.close_reason(),
             }
         }
-        if buf.capacity() - buf.len() < READ_ROOM_MIN {
+        if let Err(r) = cut {
+            return ReadEnd::Refused(r);
+        }
+        // Room for the next read: a full read buffer once the connection is
+        // proven, a small one before; never more than the bytes of the frame
+        // under way still need plus a read, so memory follows what arrives.
+        let room = if pinned.is_some() {
+            READ_BUFFER_BYTES
+        } else {
+            FIRST_READ_BYTES
+        };
+        if buf.capacity() - buf.len() < READ_ROOM_MIN.min(room) {
             // The frames cut above keep the old allocation alive until the
             // engine lets go of them; the partial frame moves to a new one.
-            buf.reserve(READ_BUFFER_BYTES);
+            buf.reserve(room);
         }
         tokio::select! {
             r = stream.read_buf(&mut buf) => match r {
                 Ok(0) => return ReadEnd::Eof,
-                Ok(_) => {}
+                Ok(_) => last_read = Instant::now(),
                 Err(e) => return ReadEnd::Io(e),
             },
-            _ = ctl.close.notified() => return ReadEnd::Closed,
+            _ = ctl.close.notified() => return ctl.close_reason(),
+            _ = &mut timer => {
+                let now = Instant::now();
+                let mut next = last_read + INBOUND_IDLE_TIMEOUT;
+                if now >= next {
+                    return ReadEnd::Idle;
+                }
+                if pinned.is_none() {
+                    let d = accepted + FIRST_FRAME_TIMEOUT;
+                    if now >= d {
+                        return ReadEnd::Silent;
+                    }
+                    next = next.min(d);
+                }
+                if let Some(started) = frame_started {
+                    let d = started + FRAME_TIMEOUT;
+                    if now >= d {
+                        return ReadEnd::Stalled(buf.len());
+                    }
+                    next = next.min(d);
+                }
+                timer.as_mut().reset(next);
+            }
         }
     }
 }
 
+/// The connection a writer writes to.
+enum Link {
+    /// Plain TCP, which [`Transport::send`] may also write to directly.
+    Plain(Arc<TcpStream>),
+    /// TLS, written by the writer task alone.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Link {
+    async fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Link::Plain(s) => write_all(s, buf).await,
+            Link::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
+/// Connects to a peer, over TLS when `tls` is given (then the peer's
+/// certificate must be valid for its address and name this cluster).
+async fn connect(addr: &str, tls: Option<&PeerTls>) -> Result<Link, String> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
+        Err(_) => return Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Link::Plain(Arc::new(stream)));
+    };
+    let Some(name) = tls::server_name(addr) else {
+        return Err(
+            "the address has no host name or IP address to check the certificate against".into(),
+        );
+    };
+    let stream = match tokio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT,
+        tls.connector.connect(name, stream),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Err(_) => return Err(format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}")),
+    };
+    tls.check_cluster(stream.get_ref().1.peer_certificates())
+        .map_err(|why| format!("peer refused after the TLS handshake: {why}"))?;
+    Ok(Link::Tls(Box::new(stream)))
+}
+
 /// Writes the frames queued for one peer, (re)connecting as needed, until
 /// the peer has been idle for [`PEER_IDLE_TIMEOUT`].
-async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportStats>) {
+async fn peer_writer(
+    addr: String,
+    queue: Arc<PeerQueue>,
+    stats: Arc<TransportStats>,
+    tls: Option<Arc<PeerTls>>,
+) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut batch: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut logged_down = false;
@@ -506,26 +843,24 @@ async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportSt
         if !wait_ready(&queue).await {
             return;
         }
-        let stream =
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    if !logged_down {
-                        debug!(peer = %addr, error = %e, "cannot connect; retrying with back-off");
-                        logged_down = true;
+        let mut link = match connect(&addr, tls.as_deref()).await {
+            Ok(l) => l,
+            Err(why) => {
+                // A refused TLS peer is worth a warning (once per outage): it
+                // is a configuration error, not a member that is down.
+                if !logged_down {
+                    if tls.is_some() && why.contains("TLS") {
+                        warn!(peer = %addr, "{why}; retrying with back-off");
+                    } else {
+                        debug!(peer = %addr, "{why}; retrying with back-off");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                    continue;
+                    logged_down = true;
                 }
-                Err(_) => {
-                    debug!(peer = %addr, "connection attempt timed out");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                    continue;
-                }
-            };
-        let _ = stream.set_nodelay(true);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
         if logged_down {
             info!(peer = %addr, "connected again");
         } else {
@@ -533,8 +868,9 @@ async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportSt
         }
         logged_down = false;
         backoff = RECONNECT_BACKOFF_MIN;
-        let stream = Arc::new(stream);
-        lock(&queue.state).stream = Some(stream.clone());
+        if let Link::Plain(stream) = &link {
+            lock(&queue.state).stream = Some(stream.clone());
+        }
         loop {
             if !wait_ready(&queue).await {
                 return;
@@ -567,7 +903,7 @@ async fn peer_writer(addr: String, queue: Arc<PeerQueue>, stats: Arc<TransportSt
             if batch.is_empty() {
                 continue;
             }
-            let r = write_all(&stream, &batch).await;
+            let r = link.write(&batch).await;
             let mut st = lock(&queue.state);
             st.writing = false;
             if let Err(e) = r {
