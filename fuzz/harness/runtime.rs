@@ -100,3 +100,60 @@ pub fn frame_reader(data: &[u8]) {
     });
     assert!(m.handle.view().is_some(), "the member left its view");
 }
+
+/// Largest frame the `frame_cut` target allows.
+pub const CUT_FRAME_BYTES_MAX: usize = 4096;
+
+/// The transport's frame cutting ([`troupe::cut_frames`]) without sockets:
+/// the first byte of `data` is a chunk size (0 means all at once), the rest
+/// is a connection's byte stream, fed in chunks of that size as reads
+/// would deliver it. Whatever the bytes and their chunking, cutting must
+/// lose, change and invent nothing (the frames cut, framed again, followed
+/// by what is left, are exactly the bytes fed), must keep every frame
+/// within the limit, must keep a connection to one node, and must stop at
+/// the first refusal, after which the frames let through are still the
+/// start of the stream.
+pub fn frame_cut(data: &[u8]) {
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
+    let chunk = if chunk == 0 {
+        stream.len().max(1)
+    } else {
+        usize::from(chunk)
+    };
+    let group = troupe::core::group_hash(GROUP);
+    let mut buf = bytes::BytesMut::new();
+    let mut pinned = None;
+    let mut frames = Vec::new();
+    let mut fed = 0;
+    for piece in stream.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        fed += piece.len();
+        let r = troupe::cut_frames(
+            &mut buf,
+            CUT_FRAME_BYTES_MAX,
+            group,
+            &mut pinned,
+            &mut frames,
+        );
+        let mut again = Vec::with_capacity(fed);
+        for f in &frames {
+            assert!(!f.is_empty() && f.len() <= CUT_FRAME_BYTES_MAX);
+            let reader = troupe::core::wire::DatagramReader::new(f.clone())
+                .expect("a frame that was let through has a header");
+            assert_eq!(reader.group(), group);
+            assert_eq!(Some(reader.from().node), pinned);
+            again.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            again.extend_from_slice(f);
+        }
+        if r.is_err() {
+            // The connection is closed: what was let through before the
+            // refusal must still be exactly the start of the stream.
+            assert!(stream.starts_with(&again), "cutting changed the stream");
+            return;
+        }
+        again.extend_from_slice(&buf);
+        assert_eq!(again, &stream[..fed], "cutting changed the stream");
+    }
+}

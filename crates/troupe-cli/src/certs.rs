@@ -1,6 +1,6 @@
 //! `troupe certs`: a development certificate authority and one certificate
-//! per node, with rcgen (ring), for client TLS of `troupe serve` and, later,
-//! for member-to-member TLS.
+//! per node, with rcgen (ring), for client TLS of `troupe serve` and for
+//! member-to-member TLS (`--peer-*` flags, or `[tls]` in a member's TOML).
 //!
 //! What is written to `--out`:
 //!

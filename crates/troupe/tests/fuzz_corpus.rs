@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpus of the `group_config` and
-//! `frame_reader` targets (`fuzz/corpus/<target>/`, and crash regressions
+//! Replays the committed fuzz corpus of the `group_config`, `frame_reader`
+//! and `frame_cut` targets (`fuzz/corpus/<target>/`, and crash regressions
 //! under `fuzz/regressions/<target>/`) through the same code the targets
 //! run (`fuzz/harness/runtime.rs`), without libFuzzer: the frame reader
 //! inputs go over real connections to a live member on 127.0.0.1.
@@ -38,6 +38,27 @@ fn frame_reader_corpus_is_refused_or_read_without_panic() {
 }
 
 #[test]
+fn frame_cut_corpus_is_cut_without_loss_or_panic() {
+    assert!(
+        replay("frame_cut", &harness::frame_cut) >= 1,
+        "corpus missing"
+    );
+}
+
+/// The frame cutter on every frame reader input, at every chunk size from
+/// one byte to whole: the same stream cut the same way however reads split it.
+#[test]
+fn frame_reader_corpus_cuts_the_same_at_every_chunk_size() {
+    for (_, bytes) in replay::inputs("frame_reader") {
+        for chunk in [0u8, 1, 2, 3, 5, 7, 64, 255] {
+            let mut data = vec![chunk];
+            data.extend_from_slice(&bytes);
+            harness::frame_cut(&data);
+        }
+    }
+}
+
+#[test]
 fn seeds_parse() {
     for (_, s) in seeds_config() {
         harness::group_config(s.as_bytes());
@@ -52,6 +73,13 @@ fn seeds_parse() {
 fn write_seeds() {
     if std::env::var_os("TROUPE_FUZZ_WRITE_SEEDS").is_none() {
         return;
+    }
+    // The frame cutter's seeds: the frame reader's, cut in 7-byte reads.
+    for (path, bytes) in replay::inputs("frame_reader").into_iter().take(24) {
+        let mut data = vec![7u8];
+        data.extend_from_slice(&bytes);
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        replay::write_seed("frame_cut", &name.unwrap_or_default(), &data);
     }
     let dir = fuzz_dir().join("corpus").join("group_config");
     std::fs::create_dir_all(&dir).expect("mkdir");
