@@ -135,6 +135,18 @@ fn write_expired_client(pki: &Path) {
     write_signed(pki, "expired", CLUSTER, true);
 }
 
+/// Under `dir`: `pki/`, the cluster's CA with nodes m0, m1, m2 and a
+/// client; `other/`, another CA with the same cluster name and node m0.
+fn two_pkis(dir: &Path) -> (PathBuf, PathBuf) {
+    let pki = dir.join("pki");
+    let other = dir.join("other");
+    for (out, nodes) in [(&pki, "m0,m1,m2"), (&other, "m0")] {
+        let o = certs(out, nodes, &[]);
+        assert!(o.status.success(), "troupe certs: {}", text(&o));
+    }
+    (pki, other)
+}
+
 /// A client's TLS material: CA to trust, and maybe a certificate.
 struct Who {
     ca: PathBuf,
@@ -234,13 +246,7 @@ fn plaintext_is_refused(addr: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_tls_with_client_cert_auth_refuses_strangers() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let pki = tmp.path().join("pki");
-    let other = tmp.path().join("other");
-    let o = certs(&pki, "m0,m1,m2", &[]);
-    assert!(o.status.success(), "troupe certs: {}", text(&o));
-    // Another CA, even with the same cluster name.
-    let o = certs(&other, "m0", &[]);
-    assert!(o.status.success(), "troupe certs: {}", text(&o));
+    let (pki, other) = two_pkis(tmp.path());
     write_expired_client(&pki);
 
     let ca = pki.join("ca.pem").display().to_string();
@@ -484,11 +490,13 @@ async fn a_bad_certificate_file_is_named_and_plaintext_is_warned_about() {
         let cluster = Cluster::start(1, flags);
         common::wait_serving(&cluster.endpoints()).await;
         let logs = all_logs(&cluster);
-        assert_eq!(
-            logs.contains("client traffic is unencrypted"),
-            warned,
-            "{flags:?}: {logs}"
-        );
+        for what in ["client", "member-to-member"] {
+            assert_eq!(
+                logs.contains(&format!("{what} traffic is unencrypted")),
+                warned,
+                "{flags:?}: {logs}"
+            );
+        }
     }
 }
 
@@ -560,12 +568,7 @@ async fn stranger_at_peer_port(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_tls_refuses_strangers_before_reading_group_traffic() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let pki = tmp.path().join("pki");
-    let other = tmp.path().join("other");
-    let o = certs(&pki, "m0,m1,m2", &[]);
-    assert!(o.status.success(), "troupe certs: {}", text(&o));
-    let o = certs(&other, "m0", &[]);
-    assert!(o.status.success(), "troupe certs: {}", text(&o));
+    let (pki, other) = two_pkis(tmp.path());
     // Signed by the cluster's own CA, but wrong: expired, or for another
     // cluster that shares the CA.
     write_signed(&pki, "stale", CLUSTER, true);
