@@ -122,6 +122,12 @@ pub(crate) struct ViewState {
     /// New messages since the last acknowledgement, and when it is due.
     pub ack_pending: u32,
     pub ack_due: Option<Time>,
+    /// A `Safe` message waits for stability at the head of the total order.
+    /// Every member waits for every other's acknowledgement before it
+    /// delivers it, so this member's goes out with its next datagrams
+    /// ([`Engine::poll_transmit`], once per batch of inputs), not after
+    /// `ack_delay` or at the next heartbeat.
+    pub ack_soon: bool,
     /// When the next heartbeat (an acknowledgement) is due.
     pub heartbeat_due: Time,
     /// Local arrival counter.
@@ -150,6 +156,7 @@ impl ViewState {
             limit: None,
             ack_pending: 0,
             ack_due: None,
+            ack_soon: false,
             heartbeat_due: now,
             arrivals: 0,
             ack_cap: None,
@@ -746,6 +753,14 @@ impl Engine {
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.flush_order_batch();
+        if self.status == Status::Member
+            && self
+                .vs
+                .as_ref()
+                .is_some_and(|vs| vs.ack_soon && vs.ack_pending > 0)
+        {
+            self.send_ack(self.last_input);
+        }
         let t = self.out.poll();
         if t.is_some() {
             self.stats.datagrams_out += 1;
@@ -1138,6 +1153,7 @@ impl Engine {
         vs.acks[vs.me] = contig.clone();
         vs.ack_pending = 0;
         vs.ack_due = None;
+        vs.ack_soon = false;
         vs.heartbeat_due = now.plus(self.cfg.heartbeat_interval);
         self.out.multicast(&vs.view, vs.me, &Frame::Ack { contig });
         if vs.recompute_stable() {
@@ -1341,6 +1357,9 @@ impl Engine {
                 let stable =
                     vs.stable[slot.rank as usize] >= slot.seq && vs.stable[0] >= slot.record_seq;
                 if !stable {
+                    // Everyone waits for everyone's acknowledgement of it:
+                    // send this member's without the usual delay.
+                    vs.ack_soon = true;
                     break;
                 }
             }

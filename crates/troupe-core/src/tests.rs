@@ -694,3 +694,44 @@ fn an_excluded_incarnation_is_refused_and_a_later_one_admitted() {
     assert!(net.view_of(1).unwrap().contains(MemberId::new(3, 2)));
     assert!(!net.view_of(1).unwrap().contains(MemberId::new(3, 1)));
 }
+
+#[test]
+fn a_safe_message_in_a_quiet_group_does_not_wait_for_the_ack_delay() {
+    // Every member must hold a Safe message before anyone delivers it, so
+    // the receivers' acknowledgements are on its critical path: they go
+    // out with the next datagrams, not after `ack_delay` (here far longer
+    // than the millisecond the test allows) or the next heartbeat.
+    let cfg = |n| {
+        let mut c = test_config(n);
+        c.ack_delay = Duration::from_millis(50);
+        // Heartbeats (which carry acknowledgements too) rarely enough that
+        // none is likely to fall in the millisecond below.
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.suspect_timeout = Duration::from_millis(500);
+        c.flush_timeout = Duration::from_millis(500);
+        c
+    };
+    let mut net = Net::new(11);
+    net.spawn(1, cfg(1)).create(Time::ZERO);
+    for i in 2..=3 {
+        let now = net.now;
+        net.spawn(i, cfg(i)).join(now, &[addr(1)]);
+        net.run_for(Duration::from_millis(300));
+    }
+    net.run_for(Duration::from_millis(300));
+    assert_eq!(net.view_of(1).map(|v| v.members.len()), Some(3));
+    // Away from the heartbeats, which fall on round times here.
+    net.run_for(Duration::from_millis(37));
+    let now = net.now;
+    net.engine(2)
+        .send(now, Ordering::Safe, Bytes::from_static(b"safe"))
+        .expect("send");
+    net.run_for(Duration::from_millis(1));
+    for n in 1..=3 {
+        assert_eq!(
+            payloads(&net.procs[&n], Ordering::Safe),
+            vec![Bytes::from_static(b"safe")],
+            "node {n} has not delivered within 1 ms"
+        );
+    }
+}
