@@ -48,7 +48,9 @@ pub enum Op {
     /// Revoke a lease, by request or because it expired.
     #[prost(message, tag = "6")]
     LeaseRevoke(LeaseRevoke),
-    /// Changes nothing: a linearizable read waits for one to be applied.
+    /// Changes nothing. Earlier versions logged one for every batch of
+    /// linearizable reads (they now go through a read index, see
+    /// [`crate::replica`]); it stays so that their logs still decode.
     #[prost(message, tag = "7")]
     Barrier(Barrier),
 }

@@ -8,9 +8,67 @@
 //! (group commit on a writer thread), and once the log is synced multicasts
 //! a [`Durable`] mark. A client is answered when a majority of the
 //! *configured* cluster, among the members of the current view, has marked
-//! the write's index durable. Linearizable reads go through a `Barrier`
-//! command and are answered at the committed revision, so a read never shows
-//! a write that a crash of the whole cluster could lose.
+//! the write's index durable.
+//!
+//! # How a linearizable read is answered
+//!
+//! A member batches its pending linearizable reads behind a *read index*
+//! marker, a [`ReadIndex`] multicast `Safe`, one in flight at a time (reads
+//! that arrive meanwhile wait for the next one). The marker is neither
+//! applied nor logged and does not advance the index: a read costs no log
+//! append, no fsync and no `Durable` round. When the marker's origin
+//! delivers it, normally (not in a view change's flush) and in a view that
+//! holds a majority of the configured cluster, the batch waits until the
+//! commit index reaches `i`, the index of the last entry ordered before the
+//! marker (at once if it has already), and is answered at the committed
+//! revision, which then includes every entry up to `i`: a read never shows a
+//! write that a crash of the whole cluster could lose. A marker delivered in
+//! a view change's flush (after `Blocked`) or in a view without a majority
+//! is not answered on: its reads go back to the queue, behind a new marker
+//! sent once the member is in a view with a majority. The reads waiting for
+//! a marker or for the commit index are failed only when the member leaves
+//! the group, as writes are.
+//!
+//! Why this is linearizable. What a read must not miss is a write `w`
+//! committed, at any member, before the read began (an acknowledged write,
+//! or one another read already showed: both were committed first). Let `R`
+//! be the marker of the read's batch, delivered by its origin `O` in view
+//! `V` of group `G`. Committing `w` took `Durable` marks for its index from
+//! a majority `Q'` of the configured cluster; `V` holds a majority `Q`, so
+//! some member `X` is in both. `X` applied `w` before marking it, hence
+//! before `w` was committed, hence before `R` was multicast. A `Safe`
+//! message delivered outside a flush is stable: every member of the view
+//! acknowledged holding it, and acknowledgements carry the view they are
+//! made in, so a member that has installed a later view no longer
+//! acknowledges in `V`. So `X`, as a member of `V`, held `R` while still in
+//! `V`, after it had applied `w`. Two cases:
+//!
+//! - `X` (or an earlier incarnation of it) applied `w` in `G`, in view
+//!   `V_w`. Then `V_w` is `V` or a view before it (a member installs a
+//!   group's views in one sequence, and a new incarnation joins after the
+//!   old one is gone). If it is `V`, `X` applied `w` outside `V`'s flush
+//!   (after a flush it is no longer in `V`), so `w` had its place in `V`'s
+//!   total order before `R` was sent: `R`'s place is after it and `O`
+//!   delivers `w` before `R`. If `V_w` is earlier, every member of `V`
+//!   delivered what `X` delivered in `V_w`, or received a state that
+//!   includes it (view synchrony and state transfer; a `Safe` message
+//!   delivered anywhere is within the cut that ends its view). Either way
+//!   `O` had applied `w` when it delivered `R`: `w` is at or before `i`,
+//!   and the answer's revision includes it.
+//! - `X` (or an earlier incarnation of it) applied `w` in another group,
+//!   and then `X` joined `G` or took part in its recovery. That `G` serves
+//!   with `w` in its state is what keeps committed writes across a change
+//!   of group (see *How a cluster comes back*): without it `G` would go on
+//!   without `w` for writes too. Reads add nothing to what that must show;
+//!   the logged barrier that this replaces relied on it in the same way.
+//!
+//! The two restrictions are needed. With no majority in `V`, `Q` and `Q'`
+//! need not meet: a minority left serving would answer from a state
+//! without `w`, committed meanwhile by the majority elsewhere. In a flush
+//! (the runtime announces it with `Blocked`; nothing is delivered between
+//! `Blocked` and the flush), a `Safe` message is delivered once the cut
+//! that contains it is decided by a majority of the view's members, which
+//! need not hold a majority of the configured cluster, nor `X`.
 //!
 //! # How a cluster comes back
 //!
@@ -43,13 +101,13 @@ use troupe_core::{MemberId, View};
 use troupe_store::{FsyncPolicy, Store, StoreOptions, StoreSizes};
 
 use crate::config::{member_id, ServeConfig};
-use crate::machine::{Barrier, Command, KvError, LeaseRevoke, Machine, Op, Output};
+use crate::machine::{Command, KvError, LeaseRevoke, Machine, Op, Output};
 use crate::mvcc::KeyRange;
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, WatchResponse};
 use crate::pb::mvccpb;
 use crate::wire::{
-    Accept, Adopt, Durable, GroupState, HardState, LogEntry, Msg, Persisted, Proposal, Refresh,
-    Refuse, Report, Wire,
+    Accept, Adopt, Durable, GroupState, HardState, LogEntry, Msg, Persisted, Proposal, ReadIndex,
+    Refresh, Refuse, Report, Wire,
 };
 
 /// Watch responses queued per watch stream before the watch is cancelled as
@@ -115,7 +173,7 @@ pub struct StatusInfo {
 /// granted TTL, attached keys, revision).
 pub type LeaseTtl = (i64, i64, Vec<Bytes>, i64);
 
-/// A linearizable read waiting for its barrier, and where its answer goes.
+/// A linearizable read waiting for its read index, and where its answer goes.
 type PendingRead = (RangeRequest, oneshot::Sender<Result<RangeResponse, Status>>);
 
 /// A request from the server to the member.
@@ -328,6 +386,8 @@ pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
         }
         None => (Machine::default(), 0, 0),
     };
+    // Entries written by earlier versions include a `Barrier` for every
+    // batch of linearizable reads: they decode and apply as no-ops.
     for e in &rec.entries {
         let entry =
             LogEntry::decode(e.data.as_slice()).map_err(|err| decode_err("a log entry", err))?;
@@ -419,10 +479,18 @@ pub struct Replica {
     proposals: HashMap<u64, Waiter>,
     awaiting_commit: BTreeMap<u64, (Waiter, Output, i64)>,
     uncommitted: VecDeque<(u64, i64, Vec<mvccpb::Event>)>,
-    barrier: Option<u64>,
+    /// The request number of this member's read index marker in flight.
+    read_marker: Option<u64>,
+    /// Reads waiting for the next marker.
     reads_next: Vec<PendingRead>,
+    /// Reads waiting for the marker in flight.
     reads_sent: Vec<PendingRead>,
-    reads_at: BTreeMap<u64, Vec<PendingRead>>,
+    /// Reads whose marker was delivered, by the index they wait to see
+    /// committed, with the revision at that index.
+    reads_at: BTreeMap<u64, (i64, Vec<PendingRead>)>,
+    /// The runtime said `Blocked`: until the next view, deliveries are the
+    /// flush of a view change.
+    blocked: bool,
     watchers: HashMap<(u64, i64), Watcher>,
     deadlines: HashMap<i64, Instant>,
     revoking: BTreeSet<i64>,
@@ -486,10 +554,11 @@ impl Replica {
                 proposals: HashMap::new(),
                 awaiting_commit: BTreeMap::new(),
                 uncommitted: VecDeque::new(),
-                barrier: None,
+                read_marker: None,
                 reads_next: Vec::new(),
                 reads_sent: Vec::new(),
                 reads_at: BTreeMap::new(),
+                blocked: false,
                 watchers: HashMap::new(),
                 deadlines: HashMap::new(),
                 revoking: BTreeSet::new(),
@@ -551,6 +620,7 @@ impl Replica {
         self.sender = Some(tx);
         self.origin = random_u64();
         self.reported = None;
+        self.blocked = false;
         self.alone_since = Some(Instant::now());
         if created {
             self.phase = Phase::Recovering {
@@ -574,7 +644,8 @@ impl Replica {
         self.phase = Phase::Detached;
         self.durable.clear();
         self.leader = false;
-        self.barrier = None;
+        self.read_marker = None;
+        self.blocked = false;
         for (_, w) in self.proposals.drain() {
             let _ = w.reply.send(Err(unavailable()));
         }
@@ -584,7 +655,11 @@ impl Replica {
         let reads = std::mem::take(&mut self.reads_next)
             .into_iter()
             .chain(std::mem::take(&mut self.reads_sent))
-            .chain(std::mem::take(&mut self.reads_at).into_values().flatten());
+            .chain(
+                std::mem::take(&mut self.reads_at)
+                    .into_values()
+                    .flat_map(|(_, reads)| reads),
+            );
         for (_, tx) in reads {
             let _ = tx.send(Err(unavailable()));
         }
@@ -619,6 +694,7 @@ impl Replica {
                     Some(Msg::Accept(a)) => self.on_accept(a),
                     Some(Msg::Refuse(r)) => self.on_refuse(r),
                     Some(Msg::Adopt(a)) => self.on_adopt(a),
+                    Some(Msg::ReadIndex(m)) => self.on_read_index(m),
                     None => {}
                 }
             }
@@ -638,11 +714,13 @@ impl Replica {
                     });
                 }
             }
-            Event::Blocked | Event::QueryDone { .. } | Event::Exited(_) => {}
+            Event::Blocked => self.blocked = true,
+            Event::QueryDone { .. } | Event::Exited(_) => {}
         }
     }
 
     fn on_view(&mut self, v: View) {
+        self.blocked = false;
         self.view_names = v
             .addrs
             .iter()
@@ -682,6 +760,7 @@ impl Replica {
         }
         self.maybe_report();
         self.recompute_commit();
+        self.send_read_index();
     }
 
     fn group_state(&self) -> GroupState {
@@ -1016,6 +1095,10 @@ impl Replica {
         let Some(cmd) = p.cmd else {
             return;
         };
+        // Members of earlier versions logged a `Barrier` for every batch of
+        // linearizable reads; their data directories hold such entries (and
+        // a member of such a version may still propose one). They are
+        // applied, logged and replayed like any entry, and change nothing.
         self.index += 1;
         self.last_epoch = epoch;
         let (out, events) = self.machine.apply(&cmd);
@@ -1043,14 +1126,7 @@ impl Replica {
             self.uncommitted.push_back((self.index, rev, events));
         }
         if p.origin == self.origin {
-            if self.barrier == Some(p.req) {
-                self.barrier = None;
-                let reads = std::mem::take(&mut self.reads_sent);
-                if !reads.is_empty() {
-                    self.reads_at.entry(self.index).or_default().extend(reads);
-                }
-                self.send_barrier();
-            } else if let Some(w) = self.proposals.remove(&p.req) {
+            if let Some(w) = self.proposals.remove(&p.req) {
                 self.awaiting_commit.insert(self.index, (w, out, rev));
             }
         }
@@ -1132,10 +1208,17 @@ impl Replica {
         self.catch_up_watchers();
         // Reads.
         let later = self.reads_at.split_off(&(c + 1));
-        for (_, reads) in std::mem::replace(&mut self.reads_at, later) {
-            for (req, tx) in reads {
-                let _ = tx.send(self.read_at(&req, self.committed_rev));
-            }
+        for (_, (rev, reads)) in std::mem::replace(&mut self.reads_at, later) {
+            self.answer_reads(rev, reads);
+        }
+    }
+
+    /// Answers reads whose index is committed, at the committed revision
+    /// (never below `rev`, the revision at their index, committed too).
+    fn answer_reads(&self, rev: i64, reads: Vec<PendingRead>) {
+        let rev = self.committed_rev.max(rev);
+        for (req, tx) in reads {
+            let _ = tx.send(self.read_at(&req, rev));
         }
     }
 
@@ -1158,24 +1241,69 @@ impl Replica {
         }
     }
 
-    fn send_barrier(&mut self) {
-        if self.barrier.is_some() || self.reads_next.is_empty() || self.epoch().is_none() {
+    /// Whether the view holds a majority of the configured cluster (each
+    /// member counted once, whatever its incarnations).
+    fn view_has_majority(&self) -> bool {
+        let names: BTreeSet<&str> = self.view_names.iter().map(String::as_str).collect();
+        names.len() >= self.cfg.majority()
+    }
+
+    /// Sends a read index marker for the reads waiting, if there are some
+    /// and none is in flight (see the module doc).
+    fn send_read_index(&mut self) {
+        if self.read_marker.is_some()
+            || self.reads_next.is_empty()
+            || self.epoch().is_none()
+            || self.blocked
+            || !self.view_has_majority()
+        {
             return;
         }
         let req = self.next_req;
         self.next_req += 1;
-        self.barrier = Some(req);
+        self.read_marker = Some(req);
         self.reads_sent = std::mem::take(&mut self.reads_next);
         self.multicast(
             Ordering::Safe,
-            Msg::Proposal(Proposal {
+            Msg::ReadIndex(ReadIndex {
                 origin: self.origin,
                 req,
-                cmd: Some(Command {
-                    op: Some(Op::Barrier(Barrier {})),
-                }),
             }),
         );
+    }
+
+    /// A read index marker is delivered: if it is this member's, its reads
+    /// wait for the index of the last entry ordered before it to be
+    /// committed (see the module doc for why that suffices, and when not).
+    fn on_read_index(&mut self, m: ReadIndex) {
+        if m.origin != self.origin || self.read_marker != Some(m.req) {
+            return;
+        }
+        self.read_marker = None;
+        let reads = std::mem::take(&mut self.reads_sent);
+        if self.blocked || self.epoch().is_none() || !self.view_has_majority() {
+            // Not a delivery the reads may rely on: they wait for another
+            // marker, sent once in a view with a majority.
+            debug!(
+                blocked = self.blocked,
+                reads = reads.len(),
+                "read index delivered in a flush or without a majority; sending another"
+            );
+            let later = std::mem::replace(&mut self.reads_next, reads);
+            self.reads_next.extend(later);
+        } else if !reads.is_empty() {
+            let rev = self.machine.mvcc.revision();
+            if self.committed >= self.index {
+                self.answer_reads(rev, reads);
+            } else {
+                self.reads_at
+                    .entry(self.index)
+                    .or_insert_with(|| (rev, Vec::new()))
+                    .1
+                    .extend(reads);
+            }
+        }
+        self.send_read_index();
     }
 
     fn propose(&mut self, cmd: Command, waiter: Option<Waiter>) {
@@ -1287,7 +1415,7 @@ impl Replica {
                     return;
                 }
                 self.reads_next.push((req, reply));
-                self.send_barrier();
+                self.send_read_index();
             }
             Request::KeepAlive { id, reply } => {
                 if self.epoch().is_none() {
