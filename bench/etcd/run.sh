@@ -218,7 +218,7 @@ start_cluster() {
 		etcd) etcd "${flags[@]}" --initial-cluster-token "bench-$$" --logger zap \
 			>"$dir/log" 2>&1 &
 			;;
-		troupe) "$TROUPE" serve "${flags[@]}" $troupe_args >"$dir/log" 2>&1 & ;;
+		troupe) "$TROUPE" serve "${flags[@]}" --insecure-plaintext $troupe_args >"$dir/log" 2>&1 & ;;
 		esac
 		pids+=($!)
 	done

@@ -101,10 +101,10 @@ pub struct ServeArgs {
     /// always authenticate each other with certificates.
     #[arg(long, requires = "peer_cert_file")]
     peer_client_cert_auth: bool,
-    /// Serve clients and peers in plaintext without the warnings that say
-    /// so. Without TLS flags traffic is plaintext either way; this flag
-    /// records that it was meant (on a private network).
-    #[arg(long, conflicts_with_all = ["cert_file", "key_file", "trusted_ca_file", "client_cert_auth", "peer_cert_file"])]
+    /// Allow plaintext where no TLS flags are given (clients, members or
+    /// both), on a private network: without it, a member without TLS does
+    /// not start. Plaintext is logged as a warning either way.
+    #[arg(long)]
     insecure_plaintext: bool,
 }
 

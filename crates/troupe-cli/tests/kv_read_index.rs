@@ -96,3 +96,59 @@ fn linearizable_reads_do_not_touch_the_log() {
         Err(_) => panic!("timed out\n{}", cluster.logs()),
     }
 }
+
+/// A member that restarts and joins the serving group answers linearizable
+/// reads with no write after it: it learns where the others' logs stand
+/// from the marks they send again in the new view (they used to wait for
+/// the next write, forever on an idle cluster).
+#[test]
+fn a_member_that_rejoins_an_idle_cluster_answers_reads() {
+    let mut cluster = Cluster::start(3, &[]);
+    let eps = cluster.endpoints();
+    let runtime = rt();
+    let r = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), async {
+            let mut any = wait_serving(&eps).await;
+            for i in 0..20 {
+                any.put(format!("k{i}"), "v", None).await?;
+            }
+            Ok::<(), etcd_client::Error>(())
+        })
+        .await
+    });
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
+        Err(_) => panic!("timed out\n{}", cluster.logs()),
+    }
+    cluster.kill(2);
+    cluster.spawn(2);
+    let one = vec![eps[2].clone()];
+    let r = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            // Serializable first: the member is back and holds the writes.
+            eventually(Duration::from_secs(30), "m2 is back", || {
+                let one = one.clone();
+                async move {
+                    let mut c = client(&one).await;
+                    let opts = etcd_client::GetOptions::new().with_serializable();
+                    let got = c.get("k19", Some(opts)).await.ok()?;
+                    (got.count() == 1).then_some(())
+                }
+            })
+            .await;
+            // Then linearizable, with nothing written since.
+            let mut c = client(&one).await;
+            tokio::time::timeout(Duration::from_secs(10), c.get("k19", None))
+                .await
+                .map_err(|_| etcd_client::Error::InvalidArgs("linearizable get hung".into()))?
+        })
+        .await
+    });
+    match r {
+        Ok(Ok(got)) => assert_eq!(got.count(), 1),
+        Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
+        Err(_) => panic!("timed out\n{}", cluster.logs()),
+    }
+    cluster.kill_all();
+}

@@ -447,14 +447,14 @@ async fn client_tls_with_client_cert_auth_refuses_strangers() {
     }
     assert!(
         !logs.contains("client traffic is unencrypted"),
-        "a TLS member warned about plaintext"
+        "a TLS member warned about plaintext clients"
     );
     still_serving("the end").await;
     cluster.kill_all();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_certificate_file_is_named_and_plaintext_is_warned_about() {
+async fn a_bad_certificate_file_is_named_and_plaintext_must_be_asked_for() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let missing = tmp.path().join("missing.pem");
     let garbage = tmp.path().join("garbage.pem");
@@ -472,6 +472,7 @@ async fn a_bad_certificate_file_is_named_and_plaintext_is_warned_about() {
         &client_url,
         "--listen-peer-urls",
         &peer_url,
+        "--insecure-plaintext",
     ];
     for (file, what) in [(&missing, "cannot read"), (&garbage, "no PEM certificate")] {
         let f = file.display().to_string();
@@ -485,18 +486,27 @@ async fn a_bad_certificate_file_is_named_and_plaintext_is_warned_about() {
     let o = troupe(&["serve", "--client-cert-auth", "--data-dir", &data]);
     assert!(!o.status.success(), "--client-cert-auth alone was accepted");
 
-    // Plaintext: a warning, unless asked for with --insecure-plaintext.
-    for (flags, warned) in [(&[][..], true), (&["--insecure-plaintext"][..], false)] {
-        let cluster = Cluster::start(1, flags);
-        common::wait_serving(&cluster.endpoints()).await;
-        let logs = all_logs(&cluster);
-        for what in ["client", "member-to-member"] {
-            assert_eq!(
-                logs.contains(&format!("{what} traffic is unencrypted")),
-                warned,
-                "{flags:?}: {logs}"
-            );
-        }
+    // Plaintext only when asked for: without TLS flags or
+    // --insecure-plaintext a member does not start, and says why.
+    let o = troupe(&base[..base.len() - 1]);
+    assert!(!o.status.success(), "a member started in plaintext unasked");
+    let t = text(&o);
+    assert!(
+        t.contains("client (--cert-file")
+            && t.contains("member-to-member (--peer-cert-file")
+            && t.contains("--insecure-plaintext"),
+        "{t}"
+    );
+    // Asked for (the harness passes --insecure-plaintext): it serves, with
+    // a warning for each kind of traffic.
+    let cluster = Cluster::start(1, &[]);
+    common::wait_serving(&cluster.endpoints()).await;
+    let logs = all_logs(&cluster);
+    for what in ["client", "member-to-member"] {
+        assert!(
+            logs.contains(&format!("{what} traffic is unencrypted")),
+            "no warning for plaintext {what} traffic: {logs}"
+        );
     }
 }
 
@@ -668,6 +678,7 @@ async fn peer_tls_refuses_strangers_before_reading_group_traffic() {
         "serve",
         "--data-dir",
         &data,
+        "--insecure-plaintext",
         "--peer-cert-file",
         &g,
         "--peer-key-file",

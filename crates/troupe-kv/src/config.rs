@@ -70,8 +70,10 @@ pub struct ServeConfig {
     /// Member-to-member TLS (`--peer-cert-file`, `--peer-key-file`,
     /// `--peer-trusted-ca-file`); `None`: plaintext group traffic.
     pub peer_tls: Option<troupe::TlsFiles>,
-    /// Plaintext (client or member-to-member traffic) was asked for
-    /// explicitly (`--insecure-plaintext`): no warning is logged for it.
+    /// Plaintext, wherever TLS is not configured, was asked for explicitly
+    /// (`--insecure-plaintext`); without it a member without TLS for
+    /// clients and for members does not start. Plaintext is logged as a
+    /// warning either way.
     pub insecure_plaintext: bool,
 }
 
@@ -126,16 +128,32 @@ impl ServeConfig {
                         .into(),
                 ));
             }
-            if self.insecure_plaintext {
-                return Err(ConfigError::Invalid(
-                    "--insecure-plaintext contradicts --cert-file/--key-file".into(),
-                ));
-            }
         }
-        if self.peer_tls.is_some() && self.insecure_plaintext {
+        // Plaintext only when asked for.
+        let plain: Vec<&str> = [
+            (
+                self.client_tls.is_none(),
+                "client (--cert-file, --key-file)",
+            ),
+            (
+                self.peer_tls.is_none(),
+                "member-to-member (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(plain, what)| plain.then_some(what))
+        .collect();
+        if plain.is_empty() && self.insecure_plaintext {
             return Err(ConfigError::Invalid(
-                "--insecure-plaintext contradicts --peer-cert-file".into(),
+                "--insecure-plaintext contradicts TLS for both clients and members".into(),
             ));
+        }
+        if !plain.is_empty() && !self.insecure_plaintext {
+            return Err(ConfigError::Invalid(format!(
+                "{} traffic would be unencrypted and unauthenticated: give the TLS flags, or \
+                 --insecure-plaintext to run without TLS on a private network",
+                plain.join(" and ")
+            )));
         }
         match self.cluster.iter().find(|p| p.name == self.name) {
             None => Err(ConfigError::Invalid(format!(

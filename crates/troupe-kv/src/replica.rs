@@ -474,6 +474,8 @@ pub struct Replica {
     next_req: u64,
     // Serving.
     durable: BTreeMap<String, u64>,
+    /// The member must leave its group (it refused the group's state).
+    leave: bool,
     committed: u64,
     committed_rev: i64,
     proposals: HashMap<u64, Waiter>,
@@ -549,6 +551,7 @@ impl Replica {
                 origin: random_u64(),
                 next_req: 1,
                 durable: BTreeMap::new(),
+                leave: false,
                 committed: 0,
                 committed_rev: rev,
                 proposals: HashMap::new(),
@@ -759,6 +762,7 @@ impl Replica {
             }
         }
         self.maybe_report();
+        self.send_durable();
         self.recompute_commit();
         self.send_read_index();
     }
@@ -830,6 +834,19 @@ impl Replica {
                     self.phase = Phase::Detached;
                     return;
                 };
+                if gs.epoch < self.promised {
+                    // This member took part in a later epoch: the group's
+                    // state may lack writes committed there, and taking it
+                    // would replace this member's log, which may hold them.
+                    warn!(
+                        group_epoch = gs.epoch,
+                        promised = self.promised,
+                        "the group serves an epoch older than one this member promised; leaving it"
+                    );
+                    self.phase = Phase::Detached;
+                    self.leave = true;
+                    return;
+                }
                 if !self.install(&state, gs.epoch) {
                     self.phase = Phase::Detached;
                     return;
@@ -1145,6 +1162,14 @@ impl Replica {
             return;
         }
         self.synced = self.synced.max(index);
+        self.send_durable();
+    }
+
+    /// Multicasts how far this member's log is durable, in its epoch: after
+    /// every sync, and again in every new view, so that a member that has
+    /// just joined learns where the others stand (its reads wait for marks
+    /// from a majority; see [`Replica::marked_by_majority`]).
+    fn send_durable(&mut self) {
         if let Some(epoch) = self.epoch() {
             self.multicast(
                 Ordering::Fifo,
@@ -1182,6 +1207,8 @@ impl Replica {
         marks.sort_unstable_by(|a, b| b.cmp(a));
         let c = marks[majority - 1].min(self.index);
         if c <= self.committed {
+            // A new mark may still be the one that reads wait for.
+            self.answer_committed_reads();
             return;
         }
         self.committed = c;
@@ -1206,8 +1233,16 @@ impl Replica {
             self.committed_rev = self.machine.mvcc.revision();
         }
         self.catch_up_watchers();
-        // Reads.
-        let later = self.reads_at.split_off(&(c + 1));
+        self.answer_committed_reads();
+    }
+
+    /// Answers the reads whose index is committed, once a majority serves
+    /// this epoch in the view (see [`Replica::marked_by_majority`]).
+    fn answer_committed_reads(&mut self) {
+        if self.reads_at.is_empty() || !self.marked_by_majority() {
+            return;
+        }
+        let later = self.reads_at.split_off(&(self.committed + 1));
         for (_, (rev, reads)) in std::mem::replace(&mut self.reads_at, later) {
             self.answer_reads(rev, reads);
         }
@@ -1243,6 +1278,21 @@ impl Replica {
 
     /// Whether the view holds a majority of the configured cluster (each
     /// member counted once, whatever its incarnations).
+    /// Whether a majority of the configured cluster, among the view's
+    /// members, has marked something durable in this epoch since it joined
+    /// the view: members that serve this group's state, not members that
+    /// are in the view but have not (or will not) take it. Reads need it as
+    /// well as the commit index, which never goes back.
+    fn marked_by_majority(&self) -> bool {
+        let names: BTreeSet<&str> = self
+            .view_names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| self.durable.contains_key(*n))
+            .collect();
+        names.len() >= self.cfg.majority()
+    }
+
     fn view_has_majority(&self) -> bool {
         let names: BTreeSet<&str> = self.view_names.iter().map(String::as_str).collect();
         names.len() >= self.cfg.majority()
@@ -1293,7 +1343,7 @@ impl Replica {
             self.reads_next.extend(later);
         } else if !reads.is_empty() {
             let rev = self.machine.mvcc.revision();
-            if self.committed >= self.index {
+            if self.committed >= self.index && self.marked_by_majority() {
                 self.answer_reads(rev, reads);
             } else {
                 self.reads_at
@@ -1756,7 +1806,12 @@ pub async fn run(cfg: ServeConfig, loaded: Loaded, mut requests: mpsc::Receiver<
                         warn!(?reason, "left the group");
                         break;
                     }
-                    Some(ev) => r.on_event(ev),
+                    Some(ev) => {
+                        r.on_event(ev);
+                        if std::mem::take(&mut r.leave) {
+                            break;
+                        }
+                    }
                     None => break,
                 },
                 req = requests.recv() => match req {

@@ -135,6 +135,8 @@ impl Cluster {
                 "500",
                 "--log",
                 "info",
+                // Where a test gives no TLS flags, plaintext (it says so).
+                "--insecure-plaintext",
             ])
             .args(&self.extra)
             .args(self.member_extra.get(i).into_iter().flatten())
