@@ -11,19 +11,11 @@ use etcd_client::{
     TxnOp, WatchOptions,
 };
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
-
 #[test]
 fn etcd_client_crate_works_unchanged() {
     let cluster = Cluster::start(3, &[]);
     let eps = cluster.endpoints();
-    let r = rt().block_on(async { tokio::time::timeout(Duration::from_secs(120), async {
+    let r = common::rt().block_on(async { tokio::time::timeout(Duration::from_secs(120), async {
         let mut c = wait_serving(&eps).await;
 
         // put / get, prefix, range, revision, keys-only, limit, prev_kv.

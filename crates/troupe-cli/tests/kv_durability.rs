@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Rng};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, GetOptions};
 
 /// Concurrent writers, spread over the members.
 const WRITERS: usize = 8;
@@ -25,30 +25,8 @@ const MINORITY_ROUND: u64 = 2;
 /// How long one put may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A client of `ep` alone, or None if it cannot connect now.
-async fn pinned(ep: &str) -> Option<Client> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(OP_TIMEOUT);
-    tokio::time::timeout(
-        Duration::from_secs(3),
-        Client::connect([ep.to_string()], Some(opts)),
-    )
-    .await
-    .ok()?
-    .ok()
 }
 
 /// Waits until a put through each member alone succeeds (an error, not a
@@ -57,7 +35,7 @@ async fn all_serve(eps: &[String], limit: Duration) -> Result<(), String> {
     let start = Instant::now();
     for ep in eps {
         loop {
-            if let Some(mut c) = pinned(ep).await {
+            if let Some(mut c) = common::pinned(ep, OP_TIMEOUT).await {
                 let put = c.put("__ready", "1", None);
                 if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), put).await {
                     break;
@@ -85,7 +63,7 @@ async fn writer(round: u64, w: usize, ep: String, stop: Arc<AtomicBool>, writes:
     let mut n = 0u64;
     while !stop.load(AtomicOrdering::Relaxed) {
         let Some(cl) = c.as_mut() else {
-            c = pinned(&ep).await;
+            c = common::pinned(&ep, OP_TIMEOUT).await;
             if c.is_none() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -181,7 +159,7 @@ async fn read_after(eps: &[String], round: u64) -> Result<BTreeMap<String, Strin
     let mut last = String::new();
     while start.elapsed() < Duration::from_secs(20) {
         for ep in eps {
-            if let Some(mut c) = pinned(ep).await {
+            if let Some(mut c) = common::pinned(ep, OP_TIMEOUT).await {
                 match read_round(&mut c, round, false).await {
                     Ok(m) => return Ok(m),
                     Err(e) => last = e.to_string(),
@@ -203,7 +181,7 @@ fn acknowledged_writes_survive_crashes() {
     let started = Instant::now();
     let mut problems: Vec<String> = Vec::new();
     let mut total_acked = 0;
-    let run = rt().block_on(async {
+    let run = common::rt().block_on(async {
         tokio::time::timeout(Duration::from_secs(170), async {
             if let Err(e) = all_serve(&eps, Duration::from_secs(30)).await {
                 problems.push(format!("at the start: {e}"));
@@ -281,7 +259,7 @@ fn acknowledged_writes_survive_crashes() {
                     let t = Instant::now();
                     let mut missing = acked.len();
                     while t.elapsed() < Duration::from_secs(30) {
-                        if let Some(mut c) = pinned(&eps[i]).await {
+                        if let Some(mut c) = common::pinned(&eps[i], OP_TIMEOUT).await {
                             if let Ok(m) = read_round(&mut c, round, true).await {
                                 missing = acked.iter().filter(|(k, v)| m.get(*k) != Some(*v)).count();
                                 if missing == 0 {

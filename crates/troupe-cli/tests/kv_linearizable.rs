@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{wait_serving, Cluster, Rng};
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
 use nix::sys::signal::Signal;
 use troupe_sim::check::linearizable::{check_kv, KvOp, KvOutcome, Operation, Verdict};
 
@@ -28,14 +28,6 @@ const RUN: Duration = Duration::from_secs(18);
 /// The nemesis starts no new fault after this point of the run, so that the
 /// run ends with every member back.
 const NEMESIS_UNTIL: Duration = Duration::from_secs(14);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
 
 /// The history: every call, with times in ns since the test started.
 struct Recorder {
@@ -124,26 +116,11 @@ async fn exec(c: &mut Client, op: &KvOp) -> Result<KvOutcome, etcd_client::Error
     })
 }
 
-/// A client of one endpoint only (no failover: its answers are that
-/// member's), or None if it cannot connect now.
-async fn pinned(ep: &str) -> Option<Client> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(OP_TIMEOUT);
-    tokio::time::timeout(
-        Duration::from_secs(3),
-        Client::connect([ep.to_string()], Some(opts)),
-    )
-    .await
-    .ok()?
-    .ok()
-}
-
 /// Waits until a put through member `ep` alone succeeds.
 async fn serves(ep: &str, limit: Duration) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        if let Some(mut c) = pinned(ep).await {
+        if let Some(mut c) = common::pinned(ep, OP_TIMEOUT).await {
             let ok = tokio::time::timeout(Duration::from_secs(2), c.put("__nemesis", "1", None))
                 .await
                 .map(|r| r.is_ok())
@@ -174,11 +151,11 @@ async fn client_loop(
     ops: Arc<AtomicU64>,
 ) {
     let mut rng = Rng::new(seed);
-    let mut c = pinned(&ep).await;
+    let mut c = common::pinned(&ep, OP_TIMEOUT).await;
     let mut n = 0u64;
     while !stop.load(AtomicOrdering::Relaxed) {
         if c.is_none() {
-            c = pinned(&ep).await;
+            c = common::pinned(&ep, OP_TIMEOUT).await;
             if c.is_none() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -267,7 +244,7 @@ fn kv_is_linearizable_under_kills_and_pauses() {
     let nemesis_seed = rng.next_u64();
     let client_seeds: Vec<u64> = (0..6).map(|_| rng.next_u64()).collect();
 
-    let run = rt().block_on({
+    let run = common::rt().block_on({
         let (cluster, eps, rec, stop, count) = (
             cluster.clone(),
             eps.clone(),
@@ -359,7 +336,7 @@ fn stale_read_mutant_is_caught() {
     let eps = lock(&cluster).endpoints();
     let rec = Recorder::new();
 
-    let run = rt().block_on({
+    let run = common::rt().block_on({
         let (cluster, eps, rec) = (cluster.clone(), eps.clone(), rec.clone());
         async move {
             tokio::time::timeout(Duration::from_secs(100), async move {
@@ -368,8 +345,8 @@ fn stale_read_mutant_is_caught() {
                     let victim = (round % 3) as usize;
                     let other = (victim + 1) % 3;
                     let k = format!("s{round}").into_bytes();
-                    let mut w = pinned(&eps[other]).await;
-                    let mut r = pinned(&eps[victim]).await;
+                    let mut w = common::pinned(&eps[other], OP_TIMEOUT).await;
+                    let mut r = common::pinned(&eps[victim], OP_TIMEOUT).await;
                     let old = format!("old{round}").into_bytes();
                     let new = format!("new{round}").into_bytes();
                     let put = |value: &Vec<u8>| KvOp::Put {
@@ -387,14 +364,14 @@ fn stale_read_mutant_is_caught() {
                             return Err(format!("round {round}: m{victim} never saw the put"));
                         }
                         if r.is_none() {
-                            r = pinned(&eps[victim]).await;
+                            r = common::pinned(&eps[victim], OP_TIMEOUT).await;
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     rec.event(format!("round {round}: SIGSTOP m{victim}"));
                     lock(&cluster).signal(victim, Signal::SIGSTOP);
                     // Answered once the others have excluded the victim.
-                    let mut w2 = pinned(&eps[other]).await;
+                    let mut w2 = common::pinned(&eps[other], OP_TIMEOUT).await;
                     let out = rec.call(10, &mut w2, put(&new)).await;
                     rec.event(format!("round {round}: new value put: {out:?}"));
                     // Reads called after the put returned, queued at the

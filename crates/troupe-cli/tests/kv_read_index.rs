@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use common::{client, eventually, wait_serving, Cluster};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
-
 /// Every member's applied index (etcd's raft index), in endpoint order.
 async fn applied(clients: &mut [etcd_client::Client]) -> Result<Vec<u64>, etcd_client::Error> {
     let mut out = Vec::new();
@@ -29,7 +21,7 @@ async fn applied(clients: &mut [etcd_client::Client]) -> Result<Vec<u64>, etcd_c
 fn linearizable_reads_do_not_touch_the_log() {
     let cluster = Cluster::start(3, &[]);
     let eps = cluster.endpoints();
-    let r = rt().block_on(async {
+    let r = common::rt().block_on(async {
         tokio::time::timeout(Duration::from_secs(120), async {
             wait_serving(&eps).await;
             let mut clients = Vec::new();
@@ -105,7 +97,7 @@ fn linearizable_reads_do_not_touch_the_log() {
 fn a_member_that_rejoins_an_idle_cluster_answers_reads() {
     let mut cluster = Cluster::start(3, &[]);
     let eps = cluster.endpoints();
-    let runtime = rt();
+    let runtime = common::rt();
     let r = runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs(120), async {
             let mut any = wait_serving(&eps).await;

@@ -302,3 +302,27 @@ impl Rng {
         }
     }
 }
+
+/// The tokio runtime of a test: two worker threads.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// A client of one member only (no moving to another endpoint), each call
+/// bounded by `op_timeout`; None if it cannot connect within 3 s.
+pub async fn pinned(ep: &str, op_timeout: Duration) -> Option<etcd_client::Client> {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(op_timeout);
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        etcd_client::Client::connect([ep.to_string()], Some(opts)),
+    )
+    .await
+    .ok()?
+    .ok()
+}
