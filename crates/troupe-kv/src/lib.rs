@@ -51,7 +51,6 @@ pub mod pb {
 pub use config::{ClientTls, ConfigError, Peer, ServeConfig};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,14 +82,10 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-    /// A TLS file or setting cannot be used.
-    #[error("TLS: {}: {reason}", file.display())]
-    Tls {
-        /// The file (or the flag's file) at fault.
-        file: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    /// A TLS file or setting cannot be used (the error names the file and
+    /// the flag).
+    #[error(transparent)]
+    Tls(#[from] troupe::TlsError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -110,22 +105,6 @@ pub const PEER_TLS_FLAGS: [&str; 3] = [
 /// Time a client has to complete its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl From<troupe::TlsError> for ServeError {
-    fn from(e: troupe::TlsError) -> ServeError {
-        ServeError::Tls {
-            file: e.file,
-            reason: e.reason,
-        }
-    }
-}
-
-fn tls_error(file: &Path, reason: impl Into<String>) -> ServeError {
-    ServeError::Tls {
-        file: file.to_path_buf(),
-        reason: reason.into(),
-    }
-}
-
 /// The rustls configuration for client traffic (ring provider, TLS 1.2
 /// and 1.3, ALPN `h2`): the member's certificate and key, and, with a
 /// trusted CA, a verifier of client certificates that requires one when
@@ -136,7 +115,7 @@ pub fn client_tls_config(t: &ClientTls) -> Result<rustls::ServerConfig, ServeErr
     let key = tls::load_key("--key-file", &t.key_file)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(&t.cert_file, e.to_string()))?;
+        .map_err(|e| troupe::TlsError::new(&t.cert_file, e.to_string()))?;
     let builder = match &t.trusted_ca_file {
         Some(ca) => {
             let roots = tls::load_roots("--trusted-ca-file", ca)?;
@@ -148,13 +127,13 @@ pub fn client_tls_config(t: &ClientTls) -> Result<rustls::ServerConfig, ServeErr
             };
             let v = v
                 .build()
-                .map_err(|e| tls_error(ca, format!("--trusted-ca-file: {e}")))?;
+                .map_err(|e| troupe::TlsError::new(ca, format!("--trusted-ca-file: {e}")))?;
             builder.with_client_cert_verifier(v)
         }
         None => builder.with_no_client_auth(),
     };
     let mut cfg = builder.with_single_cert(certs, key).map_err(|e| {
-        tls_error(
+        troupe::TlsError::new(
             &t.cert_file,
             format!("--cert-file with --key-file {}: {e}", t.key_file.display()),
         )

@@ -71,15 +71,19 @@ pub struct TlsError {
     pub reason: String,
 }
 
-fn tls_error(file: &Path, reason: impl Into<String>) -> TlsError {
-    TlsError {
-        file: file.to_path_buf(),
-        reason: reason.into(),
+impl TlsError {
+    /// An error about `file`.
+    pub fn new(file: &Path, reason: impl Into<String>) -> TlsError {
+        TlsError {
+            file: file.to_path_buf(),
+            reason: reason.into(),
+        }
     }
 }
 
 fn read_file(what: &str, file: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(file).map_err(|e| tls_error(file, format!("cannot read the {what} file: {e}")))
+    std::fs::read(file)
+        .map_err(|e| TlsError::new(file, format!("cannot read the {what} file: {e}")))
 }
 
 /// The certificates of a PEM file; `what` (a flag or setting name) goes
@@ -88,9 +92,12 @@ pub fn load_certs(what: &str, file: &Path) -> Result<Vec<CertificateDer<'static>
     let pem = read_file(what, file)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error(file, format!("{what}: not PEM certificates: {e}")))?;
+        .map_err(|e| TlsError::new(file, format!("{what}: not PEM certificates: {e}")))?;
     if certs.is_empty() {
-        return Err(tls_error(file, format!("{what}: no PEM certificate in it")));
+        return Err(TlsError::new(
+            file,
+            format!("{what}: no PEM certificate in it"),
+        ));
     }
     Ok(certs)
 }
@@ -99,16 +106,16 @@ pub fn load_certs(what: &str, file: &Path) -> Result<Vec<CertificateDer<'static>
 pub fn load_key(what: &str, file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_file(what, file)?;
     PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| tls_error(file, format!("{what}: no PEM private key in it: {e}")))
+        .map_err(|e| TlsError::new(file, format!("{what}: no PEM private key in it: {e}")))
 }
 
 /// The CA certificates of a PEM file, as trust roots.
 pub fn load_roots(what: &str, file: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(what, file)? {
-        roots
-            .add(c)
-            .map_err(|e| tls_error(file, format!("{what}: not a usable CA certificate: {e}")))?;
+        roots.add(c).map_err(|e| {
+            TlsError::new(file, format!("{what}: not a usable CA certificate: {e}"))
+        })?;
     }
     Ok(roots)
 }
@@ -164,7 +171,7 @@ impl PeerTls {
         let certs = load_certs(cert_name, &files.cert_file)?;
         let key = load_key(key_name, &files.key_file)?;
         let cluster = cluster_of(&certs[0]).ok_or_else(|| {
-            tls_error(
+            TlsError::new(
                 &files.cert_file,
                 format!(
                     "{cert_name}: the certificate names no cluster: it needs exactly one \
@@ -175,10 +182,10 @@ impl PeerTls {
         })?;
         let roots = Arc::new(load_roots(ca_name, &files.trusted_ca_file)?);
         let ca_error = |e: &dyn std::fmt::Display| {
-            tls_error(&files.trusted_ca_file, format!("{ca_name}: {e}"))
+            TlsError::new(&files.trusted_ca_file, format!("{ca_name}: {e}"))
         };
         let key_error = |e: rustls::Error| {
-            tls_error(
+            TlsError::new(
                 &files.cert_file,
                 format!(
                     "{cert_name} with {key_name} {}: {e}",

@@ -96,7 +96,7 @@ const READ_ROOM_MIN: usize = 16 << 10;
 /// The read buffer of a connection that has not yet sent a valid frame.
 const FIRST_READ_BYTES: usize = 4 << 10;
 
-/// Time an inbound connection has for its TLS handshake.
+/// Time a TLS handshake between members may take (either end).
 pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Time an inbound connection has, once accepted (and through its
@@ -796,22 +796,36 @@ impl Link {
     }
 }
 
+/// Why a connection to a peer could not be made.
+enum ConnectError {
+    /// No TCP connection: the peer is down or unreachable, as members are
+    /// from time to time.
+    Down(String),
+    /// TLS failed or the peer was refused: a configuration error (its
+    /// certificate, or this member's), worth a warning.
+    Refused(String),
+}
+
 /// Connects to a peer, over TLS when `tls` is given (then the peer's
 /// certificate must be valid for its address and name this cluster).
-async fn connect(addr: &str, tls: Option<&PeerTls>) -> Result<Link, String> {
+async fn connect(addr: &str, tls: Option<&PeerTls>) -> Result<Link, ConnectError> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
-        Err(_) => return Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(ConnectError::Down(format!("cannot connect: {e}"))),
+        Err(_) => {
+            return Err(ConnectError::Down(format!(
+                "no connection within {CONNECT_TIMEOUT:?}"
+            )))
+        }
     };
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
         return Ok(Link::Plain(Arc::new(stream)));
     };
     let Some(name) = tls::server_name(addr) else {
-        return Err(
+        return Err(ConnectError::Refused(
             "the address has no host name or IP address to check the certificate against".into(),
-        );
+        ));
     };
     let stream = match tokio::time::timeout(
         TLS_HANDSHAKE_TIMEOUT,
@@ -820,11 +834,17 @@ async fn connect(addr: &str, tls: Option<&PeerTls>) -> Result<Link, String> {
     .await
     {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
-        Err(_) => return Err(format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(ConnectError::Refused(format!("TLS handshake failed: {e}"))),
+        Err(_) => {
+            return Err(ConnectError::Refused(format!(
+                "no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}"
+            )))
+        }
     };
     tls.check_cluster(stream.get_ref().1.peer_certificates())
-        .map_err(|why| format!("peer refused after the TLS handshake: {why}"))?;
+        .map_err(|why| {
+            ConnectError::Refused(format!("peer refused after the TLS handshake: {why}"))
+        })?;
     Ok(Link::Tls(Box::new(stream)))
 }
 
@@ -845,14 +865,17 @@ async fn peer_writer(
         }
         let mut link = match connect(&addr, tls.as_deref()).await {
             Ok(l) => l,
-            Err(why) => {
-                // A refused TLS peer is worth a warning (once per outage): it
-                // is a configuration error, not a member that is down.
+            Err(e) => {
+                // Logged once per outage; a refusal is a configuration
+                // error, not a member that is down.
                 if !logged_down {
-                    if tls.is_some() && why.contains("TLS") {
-                        warn!(peer = %addr, "{why}; retrying with back-off");
-                    } else {
-                        debug!(peer = %addr, "{why}; retrying with back-off");
+                    match e {
+                        ConnectError::Refused(why) => {
+                            warn!(peer = %addr, "{why}; retrying with back-off")
+                        }
+                        ConnectError::Down(why) => {
+                            debug!(peer = %addr, "{why}; retrying with back-off")
+                        }
                     }
                     logged_down = true;
                 }
