@@ -150,11 +150,7 @@ fn etcd_client_crate_works_unchanged() {
         );
         Ok::<(), etcd_client::Error>(())
     }).await });
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
-        Err(_) => panic!("timed out\n{}", cluster.logs()),
-    }
+    common::finished(r, &cluster);
 
     // `troupe status`: every member serving in one view, with its log and snapshot.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))

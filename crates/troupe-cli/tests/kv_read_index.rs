@@ -82,11 +82,7 @@ fn linearizable_reads_do_not_touch_the_log() {
         })
         .await
     });
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
-        Err(_) => panic!("timed out\n{}", cluster.logs()),
-    }
+    common::finished(r, &cluster);
 }
 
 /// A member that restarts and joins the serving group answers linearizable
@@ -108,11 +104,7 @@ fn a_member_that_rejoins_an_idle_cluster_answers_reads() {
         })
         .await
     });
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
-        Err(_) => panic!("timed out\n{}", cluster.logs()),
-    }
+    common::finished(r, &cluster);
     cluster.kill(2);
     cluster.spawn(2);
     let one = vec![eps[2].clone()];
@@ -137,10 +129,6 @@ fn a_member_that_rejoins_an_idle_cluster_answers_reads() {
         })
         .await
     });
-    match r {
-        Ok(Ok(got)) => assert_eq!(got.count(), 1),
-        Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
-        Err(_) => panic!("timed out\n{}", cluster.logs()),
-    }
+    assert_eq!(common::finished(r, &cluster).count(), 1);
     cluster.kill_all();
 }

@@ -1284,17 +1284,22 @@ impl Replica {
     /// are in the view but have not (or will not) take it. Reads need it as
     /// well as the commit index, which never goes back.
     fn marked_by_majority(&self) -> bool {
+        self.majority_in_view(|n| self.durable.contains_key(n))
+    }
+
+    fn view_has_majority(&self) -> bool {
+        self.majority_in_view(|_| true)
+    }
+
+    /// Whether the view's members for which `counts` holds are, by name
+    /// (each counted once), a majority of the configured cluster.
+    fn majority_in_view(&self, counts: impl Fn(&str) -> bool) -> bool {
         let names: BTreeSet<&str> = self
             .view_names
             .iter()
             .map(String::as_str)
-            .filter(|n| self.durable.contains_key(*n))
+            .filter(|n| counts(n))
             .collect();
-        names.len() >= self.cfg.majority()
-    }
-
-    fn view_has_majority(&self) -> bool {
-        let names: BTreeSet<&str> = self.view_names.iter().map(String::as_str).collect();
         names.len() >= self.cfg.majority()
     }
 
@@ -1342,16 +1347,14 @@ impl Replica {
             let later = std::mem::replace(&mut self.reads_next, reads);
             self.reads_next.extend(later);
         } else if !reads.is_empty() {
+            // Answered now if the index is already committed and marked.
             let rev = self.machine.mvcc.revision();
-            if self.committed >= self.index && self.marked_by_majority() {
-                self.answer_reads(rev, reads);
-            } else {
-                self.reads_at
-                    .entry(self.index)
-                    .or_insert_with(|| (rev, Vec::new()))
-                    .1
-                    .extend(reads);
-            }
+            self.reads_at
+                .entry(self.index)
+                .or_insert_with(|| (rev, Vec::new()))
+                .1
+                .extend(reads);
+            self.answer_committed_reads();
         }
         self.send_read_index();
     }

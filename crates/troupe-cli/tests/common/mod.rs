@@ -326,3 +326,16 @@ pub async fn pinned(ep: &str, op_timeout: Duration) -> Option<etcd_client::Clien
     .ok()?
     .ok()
 }
+
+/// The value of a test body run under a timeout, or a panic that says what
+/// went wrong, with every member's log.
+pub fn finished<T, E: std::fmt::Display>(
+    r: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    cluster: &Cluster,
+) -> T {
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{e}\n{}", cluster.logs()),
+        Err(_) => panic!("timed out\n{}", cluster.logs()),
+    }
+}
