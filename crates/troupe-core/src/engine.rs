@@ -122,11 +122,13 @@ pub(crate) struct ViewState {
     /// New messages since the last acknowledgement, and when it is due.
     pub ack_pending: u32,
     pub ack_due: Option<Time>,
-    /// A `Safe` message waits for stability at the head of the total order.
-    /// Every member waits for every other's acknowledgement before it
-    /// delivers it, so this member's goes out with its next datagrams
-    /// ([`Engine::poll_transmit`], once per batch of inputs), not after
-    /// `ack_delay` or at the next heartbeat.
+    /// A `Safe` message waits for stability at the head of the total order,
+    /// or one was just delivered (perhaps made stable by this member's own
+    /// holding, which nobody else knows of yet). Every member waits for
+    /// every other's acknowledgement before it delivers it, so this
+    /// member's goes out with its next datagrams ([`Engine::poll_transmit`],
+    /// once per batch of inputs), not after `ack_delay` or at the next
+    /// heartbeat.
     pub ack_soon: bool,
     /// When the next heartbeat (an acknowledgement) is due.
     pub heartbeat_due: Time,
@@ -1364,6 +1366,13 @@ impl Engine {
                 }
             }
             let m = vs.total.pop().expect("front is held");
+            if m.ordering == Ordering::Safe {
+                // Stable here may mean that this member's own holding was
+                // the last one missing, counted before anyone else heard
+                // of it: the others deliver once its acknowledgement comes,
+                // so it goes out with the next datagrams too.
+                vs.ack_soon = true;
+            }
             self.deliver(m);
         }
     }
