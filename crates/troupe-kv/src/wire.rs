@@ -17,7 +17,7 @@ pub struct Wire {
 /// The group messages.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Msg {
-    /// A command for the log (sent `Safe`).
+    /// Commands for the log, in order (sent `Safe`).
     #[prost(message, tag = "1")]
     Proposal(Proposal),
     /// A member's log is durable up to an index (sent `Fifo`).
@@ -53,9 +53,14 @@ pub struct Proposal {
     /// Its request number.
     #[prost(uint64, tag = "2")]
     pub req: u64,
-    /// The command.
+    /// A single command (as members of earlier versions send it), applied
+    /// before `batch`.
     #[prost(message, optional, tag = "3")]
     pub cmd: Option<Command>,
+    /// The commands, in order: command `k` (counting `cmd` first, if set)
+    /// has request number `req + k`.
+    #[prost(message, repeated, tag = "4")]
+    pub batch: Vec<Command>,
 }
 
 /// See [`Msg::ReadIndex`]: only its origin acts on it, when it delivers it.

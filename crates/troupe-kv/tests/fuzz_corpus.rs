@@ -169,6 +169,7 @@ fn seeds_wire() -> Vec<(String, Vec<u8>)> {
                 origin: 3,
                 req: 9,
                 cmd: Some(c.clone()),
+                batch: vec![c.clone()],
             })),
         ),
         (
