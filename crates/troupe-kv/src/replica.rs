@@ -250,10 +250,22 @@ enum WriterReport {
 }
 
 enum WriterCmd {
-    Append { index: u64, data: Vec<u8> },
-    Reset { gen: u64, index: u64, data: Vec<u8> },
-    Promise { epoch: u64 },
-    Snapshot { index: u64, data: Vec<u8> },
+    /// Log entries, `(index, data)` in index order: one command for all the
+    /// entries of a delivered proposal, so that the writer syncs them
+    /// together rather than after the first.
+    Append(Vec<(u64, Vec<u8>)>),
+    Reset {
+        gen: u64,
+        index: u64,
+        data: Vec<u8>,
+    },
+    Promise {
+        epoch: u64,
+    },
+    Snapshot {
+        index: u64,
+        data: Vec<u8>,
+    },
 }
 
 /// The writer thread: group commit of the log.
@@ -274,9 +286,11 @@ fn writer(
         let mut appended = false;
         for cmd in batch {
             let r = match cmd {
-                WriterCmd::Append { index, data } => {
+                WriterCmd::Append(entries) => {
                     appended = true;
-                    store.append(index, &data)
+                    entries
+                        .iter()
+                        .try_for_each(|(index, data)| store.append(*index, data))
                 }
                 WriterCmd::Reset {
                     gen: g,
@@ -458,6 +472,8 @@ pub struct Replica {
     /// Recovery round this member reported in.
     reported: Option<u64>,
     writer: std_mpsc::Sender<WriterCmd>,
+    /// Entries applied and not yet handed to the writer.
+    appends: Vec<(u64, Vec<u8>)>,
     gen: u64,
     synced: u64,
     sizes: StoreSizes,
@@ -542,6 +558,7 @@ impl Replica {
                 promised: loaded.promised,
                 reported: None,
                 writer: wtx,
+                appends: Vec::new(),
                 gen: 0,
                 synced,
                 sizes,
@@ -1135,6 +1152,7 @@ impl Replica {
             };
             self.apply_entry(epoch, cmd, waiter);
         }
+        self.flush_appends();
         self.recompute_commit();
         if mine && self.proposal_in_flight == Some(p.req) {
             self.proposal_in_flight = None;
@@ -1142,7 +1160,17 @@ impl Replica {
         }
     }
 
-    /// Applies one command of a delivered proposal and logs it.
+    /// Hands the entries applied since the last call to the writer thread.
+    fn flush_appends(&mut self) {
+        if !self.appends.is_empty() {
+            let _ = self
+                .writer
+                .send(WriterCmd::Append(std::mem::take(&mut self.appends)));
+        }
+    }
+
+    /// Applies one command of a delivered proposal and queues it for the
+    /// log (see [`Replica::flush_appends`]).
     fn apply_entry(&mut self, epoch: u64, cmd: Command, waiter: Option<Waiter>) {
         // Members of earlier versions logged a `Barrier` for every batch of
         // linearizable reads; their data directories hold such entries (and
@@ -1163,14 +1191,14 @@ impl Replica {
             }
             _ => {}
         }
-        let _ = self.writer.send(WriterCmd::Append {
-            index: self.index,
-            data: LogEntry {
+        self.appends.push((
+            self.index,
+            LogEntry {
                 epoch,
                 cmd: Some(cmd),
             }
             .encode_to_vec(),
-        });
+        ));
         if !events.is_empty() {
             self.uncommitted.push_back((self.index, rev, events));
         }
@@ -1179,6 +1207,7 @@ impl Replica {
         }
         if self.index.saturating_sub(self.snapshot_index) >= self.cfg.snapshot_entries {
             self.snapshot_index = self.index;
+            self.flush_appends();
             let _ = self.writer.send(WriterCmd::Snapshot {
                 index: self.index,
                 data: self.persisted().encode_to_vec(),
