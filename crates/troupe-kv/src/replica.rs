@@ -87,7 +87,9 @@
 //! and replaces its own log with it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,7 +98,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 use tracing::{debug, error, info, warn};
-use troupe::{Event, Group, GroupHandle, Ordering};
+use troupe::{Event, Group, GroupHandle, Ordering, TrySendError};
 use troupe_core::{MemberId, View};
 use troupe_store::{FsyncPolicy, Store, StoreOptions, StoreSizes};
 
@@ -480,8 +482,11 @@ pub struct Replica {
     snapshot_index: u64,
     // The group.
     handle: Option<GroupHandle>,
+    /// Messages for the group wait here (for `sender_task`) only while the
+    /// driver's queue is full; `backlog` counts them.
     sender: Option<mpsc::Sender<(Ordering, Bytes)>>,
     sender_task: Option<tokio::task::JoinHandle<()>>,
+    backlog: Arc<AtomicUsize>,
     me: Option<MemberId>,
     view: Option<View>,
     view_names: Vec<String>,
@@ -566,6 +571,7 @@ impl Replica {
                 handle: None,
                 sender: None,
                 sender_task: None,
+                backlog: Arc::new(AtomicUsize::new(0)),
                 me: None,
                 view: None,
                 view_names: Vec::new(),
@@ -612,12 +618,24 @@ impl Replica {
         }
     }
 
+    /// Hands a message to the group's driver directly, or, when the
+    /// driver's queue is full, to the sender task that waits for room; once
+    /// one waits there, the later ones queue behind it, in order.
     fn multicast(&self, ordering: Ordering, msg: Msg) {
-        if let Some(s) = &self.sender {
-            let bytes = Bytes::from(Wire { msg: Some(msg) }.encode_to_vec());
-            if s.try_send((ordering, bytes)).is_err() {
-                warn!("group send queue full; dropping a message (the request will time out)");
+        let (Some(h), Some(s)) = (&self.handle, &self.sender) else {
+            return;
+        };
+        let mut bytes = Bytes::from(Wire { msg: Some(msg) }.encode_to_vec());
+        if self.backlog.load(AtomicOrdering::Acquire) == 0 {
+            match h.try_send(ordering, bytes) {
+                Ok(()) | Err(TrySendError::Closed) => return,
+                Err(TrySendError::Full(b)) => bytes = b,
             }
+        }
+        self.backlog.fetch_add(1, AtomicOrdering::AcqRel);
+        if s.try_send((ordering, bytes)).is_err() {
+            self.backlog.fetch_sub(1, AtomicOrdering::AcqRel);
+            warn!("group send queue full; dropping a message (the request will time out)");
         }
     }
 
@@ -635,9 +653,15 @@ impl Replica {
         let (handle, events) = group.split();
         let (tx, mut rx) = mpsc::channel::<(Ordering, Bytes)>(65_536);
         let h = handle.clone();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        self.backlog = backlog.clone();
         self.sender_task = Some(tokio::spawn(async move {
             while let Some((ord, bytes)) = rx.recv().await {
-                if h.send(ord, bytes).await.is_err() {
+                // Queued in the driver once `send` returns: later messages
+                // may go to it directly when this was the last one waiting.
+                let r = h.send(ord, bytes).await;
+                backlog.fetch_sub(1, AtomicOrdering::AcqRel);
+                if r.is_err() {
                     return;
                 }
             }

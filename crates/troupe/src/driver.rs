@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     pub view: Mutex<Option<View>>,
     pub events_queued: AtomicUsize,
     pub events_drained: Notify,
+    /// Messages queued by `GroupHandle::try_send` and not yet accepted by
+    /// the engine (or dropped).
+    pub unaccepted: AtomicUsize,
 }
 
 /// A send or query waiting for room in the window.

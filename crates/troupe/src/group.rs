@@ -202,6 +202,7 @@ impl GroupBuilder {
             view: Mutex::new(None),
             events_queued: AtomicUsize::new(0),
             events_drained: Notify::new(),
+            unaccepted: AtomicUsize::new(0),
         });
         let contacts: Vec<Addr> = cfg
             .join
@@ -376,6 +377,38 @@ pub struct GroupHandle {
     join_timeout: Duration,
 }
 
+/// Messages queued by [`GroupHandle::try_send`] and not yet accepted by the
+/// engine, beyond which it answers [`TrySendError::Full`]: the window's
+/// back-pressure, for a sender that does not wait.
+const TRY_SENDS_UNACCEPTED_MAX: usize = 65_536;
+
+/// One message of [`Shared::unaccepted`], uncounted when dropped.
+struct Unaccepted(Arc<Shared>);
+
+impl Unaccepted {
+    fn new(shared: Arc<Shared>) -> Unaccepted {
+        shared.unaccepted.fetch_add(1, AtomicOrdering::Relaxed);
+        Unaccepted(shared)
+    }
+}
+
+impl Drop for Unaccepted {
+    fn drop(&mut self) {
+        self.0.unaccepted.fetch_sub(1, AtomicOrdering::Relaxed);
+    }
+}
+
+/// Why [`GroupHandle::try_send`] did not queue a message.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// The driver's queue of commands is full; here is the payload back.
+    #[error("the group's command queue is full")]
+    Full(Bytes),
+    /// The group's driver task has stopped.
+    #[error("the group has shut down")]
+    Closed,
+}
+
 /// Where a message went out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sent {
@@ -419,6 +452,42 @@ impl GroupHandle {
             })
             .await??;
         Ok(Sent { view })
+    }
+
+    /// Queues `payload` for multicast with `ordering` without waiting: the
+    /// driver sends it as soon as the window has room, in order behind the
+    /// sends queued before it. Nothing reports how it went (a message the
+    /// engine refuses, say because this member is no longer in a view, is
+    /// dropped); use [`GroupHandle::send`] to learn the view or the error.
+    /// It saves the task switch of awaiting the driver's answer, which is on
+    /// the critical path of a protocol that sends from its event loop.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`], with the payload back, when the driver's queue
+    /// of commands is full or 65,536 messages queued this way wait for room
+    /// in the window; [`TrySendError::Closed`] once the group has shut down.
+    pub fn try_send(&self, ordering: Ordering, payload: Bytes) -> Result<(), TrySendError> {
+        if self.shared.unaccepted.load(AtomicOrdering::Relaxed) >= TRY_SENDS_UNACCEPTED_MAX {
+            return Err(TrySendError::Full(payload));
+        }
+        // Counted until the engine accepts the message or it is dropped
+        // (refused, or the member left): the guard goes with the callback.
+        let guard = Unaccepted::new(self.shared.clone());
+        let (reply, _) = oneshot::channel();
+        self.cmd
+            .try_send(Command::Send {
+                ordering,
+                payload,
+                on_accept: Some(Box::new(move |_| drop(guard))),
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(Command::Send { payload, .. }) => {
+                    TrySendError::Full(payload)
+                }
+                _ => TrySendError::Closed,
+            })
     }
 
     /// Like [`GroupHandle::send`], and calls `on_accept` with the sending

@@ -66,7 +66,7 @@ mod transport;
 pub use config::{ConfigError, GroupConfig};
 pub use driver::QueryResult;
 pub use error::Error;
-pub use group::{Events, Group, GroupBuilder, GroupHandle, Sent};
+pub use group::{Events, Group, GroupBuilder, GroupHandle, Sent, TrySendError};
 pub use replicated::{Replicated, StateMachine};
 pub use tls::{TlsError, TlsFiles};
 pub use transport::{cut_frames, Refusal};

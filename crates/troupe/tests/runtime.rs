@@ -253,3 +253,40 @@ async fn a_full_send_window_makes_send_wait_instead_of_failing() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn try_send_queues_in_order_and_hands_back_what_does_not_fit() {
+    timeout(TEST_TIMEOUT, async {
+        let mut gs = group_of("t-try-send", 2).await;
+        for g in gs.iter_mut() {
+            until_view_of(g, 2).await;
+        }
+        let h = gs[0].handle();
+        // On one thread the driver cannot run between these calls: the
+        // command queue fills, and what does not fit comes back.
+        let mut queued = 0u32;
+        let mut back = None;
+        for k in 0..5_000u32 {
+            match h.try_send(Ordering::Fifo, bytes::Bytes::from(k.to_string())) {
+                Ok(()) => queued += 1,
+                Err(troupe::TrySendError::Full(p)) => {
+                    back = Some(p);
+                    break;
+                }
+                Err(e) => panic!("try_send: {e}"),
+            }
+        }
+        assert!(queued > 0 && queued < 5_000, "queued {queued}");
+        assert_eq!(back.as_deref(), Some(queued.to_string().as_bytes()));
+        // Everything queued is delivered, in order, at the other member.
+        let got = deliveries(&mut gs[1], queued as usize).await;
+        let want: Vec<Vec<u8>> = (0..queued).map(|k| k.to_string().into_bytes()).collect();
+        assert_eq!(got, want);
+        // And the queue has room again.
+        h.try_send(Ordering::Fifo, bytes::Bytes::from_static(b"again"))
+            .expect("room after the driver ran");
+        assert_eq!(deliveries(&mut gs[1], 1).await, vec![b"again".to_vec()]);
+    })
+    .await
+    .expect("test timed out");
+}
