@@ -169,14 +169,19 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A port nobody listens on (and that we have not handed out in this run).
+# A port no socket uses (and that we have not handed out in this run),
+# below the kernel's ephemeral range: a port that a client connection of the
+# previous system (or one in TIME_WAIT) holds cannot be bound by a listener.
 declare -A used_ports=()
+read -r ephemeral_lo _ </proc/sys/net/ipv4/ip_local_port_range
+readonly PORT_LO=20000
+readonly PORT_SPAN=$((ephemeral_lo > PORT_LO + 1000 ? ephemeral_lo - PORT_LO : 10000))
 free_port() {
 	local p i
 	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 30000))
+		p=$((PORT_LO + RANDOM % PORT_SPAN))
 		[[ -z ${used_ports[$p]:-} ]] || continue
-		if ! ss -Htln "sport = :$p" | grep -q .; then
+		if ! ss -Htan "sport = :$p" | grep -q .; then
 			used_ports[$p]=1
 			echo "$p"
 			return 0
