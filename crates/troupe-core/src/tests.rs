@@ -695,17 +695,13 @@ fn an_excluded_incarnation_is_refused_and_a_later_one_admitted() {
     assert!(!net.view_of(1).unwrap().contains(MemberId::new(3, 1)));
 }
 
-#[test]
-fn a_safe_message_in_a_quiet_group_does_not_wait_for_the_ack_delay() {
-    // Every member must hold a Safe message before anyone delivers it, so
-    // the receivers' acknowledgements are on its critical path: they go
-    // out with the next datagrams, not after `ack_delay` (here far longer
-    // than the millisecond the test allows) or the next heartbeat.
+/// A group of three whose batched acknowledgements wait 50 ms, far longer
+/// than a test of acknowledgements sent at once allows; heartbeats (which
+/// carry acknowledgements too) every 100 ms.
+fn group_with_slow_acks() -> Net {
     let cfg = |n| {
         let mut c = test_config(n);
         c.ack_delay = Duration::from_millis(50);
-        // Heartbeats (which carry acknowledgements too) rarely enough that
-        // none is likely to fall in the millisecond below.
         c.heartbeat_interval = Duration::from_millis(100);
         c.suspect_timeout = Duration::from_millis(500);
         c.flush_timeout = Duration::from_millis(500);
@@ -720,6 +716,16 @@ fn a_safe_message_in_a_quiet_group_does_not_wait_for_the_ack_delay() {
     }
     net.run_for(Duration::from_millis(300));
     assert_eq!(net.view_of(1).map(|v| v.members.len()), Some(3));
+    net
+}
+
+#[test]
+fn a_safe_message_in_a_quiet_group_does_not_wait_for_the_ack_delay() {
+    // Every member must hold a Safe message before anyone delivers it, so
+    // the receivers' acknowledgements are on its critical path: they go
+    // out with the next datagrams, not after `ack_delay` (here far longer
+    // than the millisecond the test allows) or the next heartbeat.
+    let mut net = group_with_slow_acks();
     // Away from the heartbeats, which fall on round times here.
     net.run_for(Duration::from_millis(37));
     let now = net.now;
@@ -744,23 +750,7 @@ fn a_safe_message_is_not_held_up_by_the_last_acknowledgement() {
     // With jitter, any member can be that last one. Found as a seq-put
     // p99 of 4.8 ms in the etcd bench; this seed had 11 of 200 sends (all
     // from the sequencer) undelivered at two members after 3 ms.
-    let cfg = |n| {
-        let mut c = test_config(n);
-        c.ack_delay = Duration::from_millis(50);
-        c.heartbeat_interval = Duration::from_millis(100);
-        c.suspect_timeout = Duration::from_millis(500);
-        c.flush_timeout = Duration::from_millis(500);
-        c
-    };
-    let mut net = Net::new(11);
-    net.spawn(1, cfg(1)).create(Time::ZERO);
-    for i in 2..=3 {
-        let now = net.now;
-        net.spawn(i, cfg(i)).join(now, &[addr(1)]);
-        net.run_for(Duration::from_millis(300));
-    }
-    net.run_for(Duration::from_millis(300));
-    assert_eq!(net.view_of(1).map(|v| v.members.len()), Some(3));
+    let mut net = group_with_slow_acks();
     net.jitter_us = 300;
     let mut rng = SmallRng::seed_from_u64(5);
     let counts = |net: &Net| -> Vec<usize> {
