@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use troupe::{Event, Group, Ordering};
+use troupe::{Group, Ordering};
+
+mod common;
 
 /// Every test finishes well within this, or fails.
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -50,25 +52,15 @@ fn log_text() -> String {
 
 /// Two members of `name`, both in the view.
 async fn pair(name: &str) -> (Group, Group) {
-    let member = || {
-        Group::builder(name)
-            .listen("127.0.0.1:0")
-            .heartbeat_interval(Duration::from_millis(20))
+    let mut gs = common::group_with(2, || {
+        common::member(name)
             .suspect_timeout(Duration::from_millis(1000))
+            .flush_timeout(Duration::from_millis(1000))
             .stateless()
-    };
-    let a = member().start().await.expect("first member starts");
-    let b = member()
-        .join([a.local_addr().to_string()])
-        .start()
-        .await
-        .expect("second member joins");
-    let (mut a, mut b) = (a, b);
-    for g in [&mut a, &mut b] {
-        while g.view().map_or(0, |v| v.members.len()) < 2 {
-            let _ = timeout(Duration::from_millis(100), g.recv()).await;
-        }
-    }
+    })
+    .await;
+    let b = gs.pop().expect("two members");
+    let a = gs.pop().expect("two members");
     (a, b)
 }
 
@@ -77,14 +69,7 @@ async fn still_delivers(a: &mut Group, b: &Group, n: usize) {
     for k in 0..n {
         b.send(Ordering::Safe, format!("m{k}")).await.expect("send");
     }
-    let mut got = 0;
-    while got < n {
-        match a.recv().await {
-            Some(Event::Deliver(_)) => got += 1,
-            Some(_) => {}
-            None => panic!("group shut down"),
-        }
-    }
+    common::deliveries(a, n).await;
 }
 
 /// A datagram header of `group` from node 4242: a valid (empty) datagram.

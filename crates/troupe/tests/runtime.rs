@@ -4,69 +4,18 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
-use troupe::{Event, Group, GroupBuilder, Ordering, Replicated, StateMachine};
+use troupe::{Event, Ordering, Replicated, StateMachine};
+
+mod common;
+use common::{deliveries, group_of, member};
 
 /// Every test finishes well within this, or fails.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn member(name: &str) -> GroupBuilder {
-    Group::builder(name)
-        .listen("127.0.0.1:0")
-        .heartbeat_interval(Duration::from_millis(20))
-        .suspect_timeout(Duration::from_millis(500))
-        .flush_timeout(Duration::from_millis(500))
-        .join_timeout(Duration::from_secs(20))
-}
-
-/// Starts `n` stateless members of group `name`, each joining through the first.
-async fn group_of(name: &str, n: usize) -> Vec<Group> {
-    let first = member(name)
-        .stateless()
-        .start()
-        .await
-        .expect("first member starts");
-    let contact = first.local_addr().to_string();
-    let mut gs = vec![first];
-    for _ in 1..n {
-        gs.push(
-            member(name)
-                .stateless()
-                .join([contact.clone()])
-                .start()
-                .await
-                .expect("member joins"),
-        );
-    }
-    gs
-}
-
-/// Reads events of `g` until it has installed a view of `n` members.
-async fn until_view_of(g: &mut Group, n: usize) {
-    while g.view().map_or(0, |v| v.members.len()) < n {
-        let _ = timeout(Duration::from_millis(100), g.recv()).await;
-    }
-}
-
-/// Reads events of `g` until `count` deliveries; returns their payloads.
-async fn deliveries(g: &mut Group, count: usize) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while out.len() < count {
-        match g.recv().await {
-            Some(Event::Deliver(d)) => out.push(d.payload.to_vec()),
-            Some(_) => {}
-            None => panic!("group shut down"),
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_deliver_total_order_messages_in_one_order() {
     timeout(TEST_TIMEOUT, async {
         let mut gs = group_of("t-total", 3).await;
-        for g in gs.iter_mut() {
-            until_view_of(g, 3).await;
-        }
         for (i, g) in gs.iter().enumerate() {
             let h = g.handle();
             tokio::spawn(async move {
@@ -92,9 +41,6 @@ async fn three_members_deliver_total_order_messages_in_one_order() {
 async fn garbage_oversized_frames_and_impostors_are_closed_and_the_group_goes_on() {
     timeout(TEST_TIMEOUT, async {
         let mut gs = group_of("t-garbage", 2).await;
-        for g in gs.iter_mut() {
-            until_view_of(g, 2).await;
-        }
         let addr = gs[0].local_addr();
         // Bytes that are not a datagram.
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -179,10 +125,7 @@ async fn replicated_counter_answers_execute_and_a_joiner_gets_the_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_gathers_a_reply_from_every_member() {
     timeout(TEST_TIMEOUT, async {
-        let mut gs = group_of("t-query", 3).await;
-        for g in gs.iter_mut() {
-            until_view_of(g, 3).await;
-        }
+        let gs = group_of("t-query", 3).await;
         let mut handles = Vec::new();
         for g in gs {
             let (h, mut events) = g.split();
@@ -258,9 +201,6 @@ async fn a_full_send_window_makes_send_wait_instead_of_failing() {
 async fn try_send_queues_in_order_and_hands_back_what_does_not_fit() {
     timeout(TEST_TIMEOUT, async {
         let mut gs = group_of("t-try-send", 2).await;
-        for g in gs.iter_mut() {
-            until_view_of(g, 2).await;
-        }
         let h = gs[0].handle();
         // On one thread the driver cannot run between these calls: the
         // command queue fills, and what does not fit comes back.
