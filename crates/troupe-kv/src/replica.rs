@@ -495,7 +495,8 @@ pub struct Replica {
     next_req: u64,
     // Serving.
     durable: BTreeMap<String, u64>,
-    /// The member must leave its group (it refused the group's state).
+    /// The member must leave its group (it refused, or could not take, the
+    /// group's state).
     leave: bool,
     committed: u64,
     committed_rev: i64,
@@ -866,6 +867,7 @@ impl Replica {
         let Ok(gs) = GroupState::decode(snapshot) else {
             error!("undecodable group state from the group; leaving it");
             self.phase = Phase::Detached;
+            self.leave = true;
             return;
         };
         self.phase = match gs.phase {
@@ -889,6 +891,7 @@ impl Replica {
                 let Some(state) = gs.state else {
                     error!("a serving group sent no state; leaving it");
                     self.phase = Phase::Detached;
+                    self.leave = true;
                     return;
                 };
                 if gs.epoch < self.promised {
@@ -905,7 +908,11 @@ impl Replica {
                     return;
                 }
                 if !self.install(&state, gs.epoch) {
+                    // Logged by `install`. A member that cannot take the
+                    // group's state cannot serve in it: it leaves, and the
+                    // main loop joins again (or finds another group).
                     self.phase = Phase::Detached;
+                    self.leave = true;
                     return;
                 }
                 Phase::Serving { epoch: gs.epoch }
