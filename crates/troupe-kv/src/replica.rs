@@ -1365,8 +1365,6 @@ impl Replica {
         }
     }
 
-    /// Whether the view holds a majority of the configured cluster (each
-    /// member counted once, whatever its incarnations).
     /// Whether a majority of the configured cluster, among the view's
     /// members, has marked something durable in this epoch since it joined
     /// the view: members that serve this group's state, not members that
@@ -1376,6 +1374,8 @@ impl Replica {
         self.majority_in_view(|n| self.durable.contains_key(n))
     }
 
+    /// Whether the view holds a majority of the configured cluster (each
+    /// member counted once, whatever its incarnations).
     fn view_has_majority(&self) -> bool {
         self.majority_in_view(|_| true)
     }
