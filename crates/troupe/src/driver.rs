@@ -147,6 +147,10 @@ pub(crate) struct Driver {
     pub stats_base: Stats,
     /// Answer state requests with an empty snapshot, without the application.
     pub stateless: bool,
+    /// The time at which this turn of the loop woke: the clock is read once
+    /// per turn, not per message (a read cost as much as handling a small
+    /// message; see [`Driver::tick`]).
+    pub now: Time,
 }
 
 static SEED_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -185,8 +189,17 @@ pub(crate) fn engine_seed(me: MemberId) -> u64 {
 }
 
 impl Driver {
+    /// The time of this turn of the loop.
     fn now(&self) -> Time {
-        Time(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1))
+        self.now
+    }
+
+    /// Reads the clock for a new turn of the loop. Everything the turn
+    /// handles (up to [`INPUT_BATCH_MAX`] inputs) is stamped with it; the
+    /// engine only needs its time to be monotonic and close to the truth.
+    fn tick(&mut self) {
+        let t = Time(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1));
+        self.now = self.now.max(t);
     }
 
     fn instant_of(&self, t: Time) -> Option<Instant> {
@@ -213,6 +226,7 @@ impl Driver {
             tokio::select! {
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(c) => {
+                        self.tick();
                         self.command(c);
                         // Take what else is queued before draining, so that
                         // a burst of sends leaves in shared datagrams. One
@@ -222,6 +236,7 @@ impl Driver {
                         // runtime, every message went out in a datagram of
                         // its own.
                         tokio::task::yield_now().await;
+                        self.tick();
                         for _ in 1..INPUT_BATCH_MAX {
                             match self.cmd_rx.try_recv() {
                                 Ok(c) => self.command(c),
@@ -232,6 +247,7 @@ impl Driver {
                     None => break,
                 },
                 inbound = self.inbound_rx.recv(), if !paused => {
+                    self.tick();
                     if let Some(i) = inbound {
                         let mut n = self.datagrams(i);
                         while n < INPUT_BATCH_MAX {
@@ -243,12 +259,14 @@ impl Driver {
                     }
                 }
                 () = &mut sleep, if deadline.is_some() => {
+                    self.tick();
                     let now = self.now();
                     self.engine.handle_timeout(now);
                     timer_not_before = Instant::now() + TIMER_SPACING_MIN;
                 }
-                () = self.shared.events_drained.notified(), if paused => {}
+                () = self.shared.events_drained.notified(), if paused => self.tick(),
                 _ = metrics_tick.tick() => {
+                    self.tick();
                     metrics::publish(&self.stats_base, &self.engine.stats(), self.transport.stats(), queued);
                 }
             }

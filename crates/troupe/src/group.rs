@@ -228,6 +228,7 @@ impl GroupBuilder {
             exited: None,
             stats_base: Stats::default(),
             stateless: cfg.stateless,
+            now: troupe_core::Time::ZERO,
         };
         if contacts.is_empty() {
             info!(me = %me, addr = %advertised, group = %cfg.group, "creating the group");
