@@ -58,6 +58,13 @@ pub struct ServeArgs {
     /// holds up the log while it is written: fewer of them cost less.
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Threads that run the server's tasks (gRPC, the group, the state
+    /// machine); 0 means one per core. The log is written on a thread of its
+    /// own either way. With 1, every task runs on one thread and hands work
+    /// on without waking another: cheaper when members share a machine's
+    /// cores, as in `bench/etcd`.
+    #[arg(long, default_value_t = 0)]
+    worker_threads: usize,
     /// Do not fsync the log: a crash of the machine can lose acknowledged writes.
     #[arg(long)]
     unsafe_no_fsync: bool,
@@ -199,10 +206,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let mut rt = match args.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    let rt = rt.enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
         tokio::select! {
             r = troupe_kv::serve(cfg) => r.map_err(anyhow::Error::from),
