@@ -18,7 +18,7 @@
 # Usage: run.sh [--seconds S (10)] [--clients N (64)] [--value-size B (256)]
 #               [--out FILE] [--no-build] [--keep] [--perf]
 #               [--systems "etcd troupe"] [--troupe-args "ARGS"]
-#               [--quiet-wait S (120)] [--troupe-bin PATH]
+#               [--quiet-wait S (120)] [--troupe-bin PATH] [--rounds R (1)]
 #   --out FILE   where the JSON lines go
 #                [default: bench/etcd/results/<UTC time>.jsonl]
 #   --keep       keep the temporary directory (logs, data dirs)
@@ -30,6 +30,10 @@
 #   --troupe-bin PATH  run this troupe binary instead of target/release/troupe
 #                (e.g. one built from a clean checkout: the working tree is
 #                shared, and target/release/troupe is whatever was built last)
+#   --rounds R   run both systems R times, alternating which goes first;
+#                the table gives each round's ratios and their median. This
+#                machine's speed drifts by tens of percent within minutes,
+#                so one round's ratio can be far from the next one's.
 #   --quiet-wait S  before each system, wait up to S seconds until the
 #                machine is idle (CPU busy < 30% over 1 s); the busy figure
 #                seen at the start is printed either way
@@ -57,6 +61,8 @@ perf=0
 systems="etcd troupe"
 troupe_args=""
 quiet_wait=120
+rounds=1
+round=1
 readonly QUIET_BUSY=30
 
 say() { echo "run.sh: $*" >&2; }
@@ -78,6 +84,7 @@ while (($#)); do
 	--systems) systems=${2:?--systems needs a value}; shift 2 ;;
 	--troupe-args) troupe_args=${2?--troupe-args needs a value}; shift 2 ;;
 	--troupe-bin) TROUPE=${2:?--troupe-bin needs a value}; shift 2 ;;
+	--rounds) rounds=${2:?--rounds needs a value}; shift 2 ;;
 	--quiet-wait) quiet_wait=${2:?--quiet-wait needs a value}; shift 2 ;;
 	-h | --help) usage ;;
 	*) say "unknown argument: $1"; usage ;;
@@ -86,6 +93,7 @@ done
 [[ $secs =~ ^[0-9]+$ ]] && ((secs >= 1 && secs <= 600)) || die "--seconds must be 1..600"
 [[ $clients =~ ^[0-9]+$ ]] && ((clients >= 1 && clients <= 4096)) || die "--clients must be 1..4096"
 [[ $quiet_wait =~ ^[0-9]+$ ]] && ((quiet_wait <= 3600)) || die "--quiet-wait must be 0..3600"
+[[ $rounds =~ ^[0-9]+$ ]] && ((rounds >= 1 && rounds <= 50)) || die "--rounds must be 1..50"
 for s in $systems; do [[ $s == etcd || $s == troupe ]] || die "unknown system: $s"; done
 [[ $value_size =~ ^[0-9]+$ ]] && ((value_size <= 1048576)) || die "--value-size must be 0..1048576"
 
@@ -258,7 +266,7 @@ bench() {
 	line=$(timeout "$limit" "$KVBENCH" --endpoints "$client_eps" --mode "$mode" \
 		--clients "$clients" --seconds "$secs" --value-size "$value_size" \
 		--system "$sys" --json) || die "$sys $mode: kvbench failed"
-	echo "$line" >>"$out"
+	jq -c --argjson r "$round" '. + {round: $r}' <<<"$line" >>"$out"
 }
 
 # Percent of CPU time busy over one second, all cores.
@@ -285,7 +293,7 @@ wait_quiet() {
 		say "warning: machine still ${busy}% busy before $sys (other work competes; figures are low)"
 	fi
 	say "$sys: machine ${busy}% busy before start, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "{\"system\":\"$sys\",\"mode\":\"machine\",\"busy_pct_before\":$busy,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$out"
+	echo "{\"system\":\"$sys\",\"mode\":\"machine\",\"round\":$round,\"busy_pct_before\":$busy,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$out"
 }
 
 run_system() {
@@ -321,10 +329,16 @@ if [[ $TROUPE == "$ROOT/target/release/troupe" ]]; then
 fi
 say "results to $out"
 first=1
-for sys in $systems; do
-	((first)) || sleep 3 # let the page cache flush settle before the next system
-	first=0
-	run_system "$sys"
+for ((round = 1; round <= rounds; round++)); do
+	order=$systems
+	if ((round % 2 == 0)); then
+		order=$(tr ' ' '\n' <<<"$systems" | tac | paste -sd' ')
+	fi
+	for sys in $order; do
+		((first)) || sleep 3 # let the page cache flush settle before the next system
+		first=0
+		run_system "$sys"
+	done
 done
 
 # --- table -----------------------------------------------------------------
@@ -335,21 +349,31 @@ echo
 echo "$date_utc, $cpus cores ($cpu_model), etcd $etcd_version, troupe ($troupe_rev), $secs s per mode, value $value_size B, 3 members on 127.0.0.1, fsync on${troupe_args:+, troupe serve $troupe_args}"
 echo
 jq -rs --argjson n "$clients" '
-	def get(s; m): (map(select(.system == s and .mode == m)) | first) // {};
-	(map(select(.mode == "machine")) | map("\(.system): \(.busy_pct_before)% CPU busy before start (load \(.loadavg))") | join("; ")),
-	"",
+	def get(s; m; k): (map(select(.system == s and .mode == m and (.round // 1) == k)) | first) // {};
 	def n(x): if x == null then "-" else (x | round | tostring) end;
-	def r(a; b): if (a // 0) > 0 and (b // 0) > 0 then ((a / b * 100 | round) / 100 | tostring) + "x" else "-" end;
-	(get("etcd"; "seq-put")) as $es | (get("etcd"; "put")) as $ep | (get("etcd"; "get")) as $eg |
-	(get("troupe"; "seq-put")) as $ts | (get("troupe"; "put")) as $tp | (get("troupe"; "get")) as $tg |
-	"| system | seq put p50 (us) | seq put p99 (us) | seq put ops/s | \($n)-client put ops/s | \($n)-client put p99 (us) | \($n)-client get ops/s | \($n)-client get p99 (us) | errors |",
-	"|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-	( ["etcd", $es, $ep, $eg], ["troupe", $ts, $tp, $tg] | . as [$name, $s, $p, $g] |
-	  "| \($name) | \(n($s.p50_us)) | \(n($s.p99_us)) | \(n($s.ops_per_sec)) | \(n($p.ops_per_sec)) | \(n($p.p99_us)) | \(n($g.ops_per_sec)) | \(n($g.p99_us)) | \(($s.errors // 0) + ($p.errors // 0) + ($g.errors // 0)) |" ),
-	"| troupe/etcd | \(r($ts.p50_us; $es.p50_us)) | \(r($ts.p99_us; $es.p99_us)) | \(r($ts.ops_per_sec; $es.ops_per_sec)) | \(r($tp.ops_per_sec; $ep.ops_per_sec)) | \(r($tp.p99_us; $ep.p99_us)) | \(r($tg.ops_per_sec; $eg.ops_per_sec)) | \(r($tg.p99_us; $eg.p99_us)) | |",
+	def ratio(a; b): if (a // 0) > 0 and (b // 0) > 0 then a / b else null end;
+	def x(v): if v == null then "-" else ((v * 100 | round) / 100 | tostring) + "x" end;
+	def median: map(select(. != null)) | sort | if length == 0 then null
+	  elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+	(map(.round // 1) | unique) as $rounds |
+	(map(select(.mode == "machine")) | map("round \(.round // 1) \(.system): \(.busy_pct_before)% CPU busy before start (load \(.loadavg))") | join("; ")),
 	"",
-	"Target (issue 7): \($n)-client put ratio >= 2x: " + (if ($tp.ops_per_sec // 0) >= 2 * ($ep.ops_per_sec // 1e18) then "met" else "NOT met" end)
-	  + "; seq put p50 ratio <= 1x: " + (if ($ts.p50_us // 1e18) <= ($es.p50_us // 0) then "met" else "NOT met" end) + "."
+	"| round | system | seq put p50 (us) | seq put p99 (us) | seq put ops/s | \($n)-client put ops/s | \($n)-client put p99 (us) | \($n)-client get ops/s | \($n)-client get p99 (us) | errors |",
+	"|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+	( $rounds[] as $k |
+	  (get("etcd"; "seq-put"; $k)) as $es | (get("etcd"; "put"; $k)) as $ep | (get("etcd"; "get"; $k)) as $eg |
+	  (get("troupe"; "seq-put"; $k)) as $ts | (get("troupe"; "put"; $k)) as $tp | (get("troupe"; "get"; $k)) as $tg |
+	  ( ["etcd", $es, $ep, $eg], ["troupe", $ts, $tp, $tg] | . as [$name, $s, $p, $g] |
+	    "| \($k) | \($name) | \(n($s.p50_us)) | \(n($s.p99_us)) | \(n($s.ops_per_sec)) | \(n($p.ops_per_sec)) | \(n($p.p99_us)) | \(n($g.ops_per_sec)) | \(n($g.p99_us)) | \(($s.errors // 0) + ($p.errors // 0) + ($g.errors // 0)) |" ),
+	  "| \($k) | troupe/etcd | \(x(ratio($ts.p50_us; $es.p50_us))) | \(x(ratio($ts.p99_us; $es.p99_us))) | \(x(ratio($ts.ops_per_sec; $es.ops_per_sec))) | \(x(ratio($tp.ops_per_sec; $ep.ops_per_sec))) | \(x(ratio($tp.p99_us; $ep.p99_us))) | \(x(ratio($tg.ops_per_sec; $eg.ops_per_sec))) | \(x(ratio($tg.p99_us; $eg.p99_us))) | |" ) ,
+	( [ $rounds[] as $k | ratio(get("troupe"; "put"; $k).ops_per_sec; get("etcd"; "put"; $k).ops_per_sec) ] | median ) as $put |
+	( [ $rounds[] as $k | ratio(get("troupe"; "seq-put"; $k).p50_us; get("etcd"; "seq-put"; $k).p50_us) ] | median ) as $seq |
+	( [ $rounds[] as $k | ratio(get("troupe"; "get"; $k).ops_per_sec; get("etcd"; "get"; $k).ops_per_sec) ] | median ) as $get |
+	"",
+	(if ($rounds | length) > 1 then "Median over \($rounds | length) rounds: \($n)-client put \(x($put)), seq put p50 \(x($seq)), \($n)-client get \(x($get))." else empty end),
+	"Target (issue 7): \($n)-client put ratio >= 2x: " + (if $put != null and $put >= 2 then "met" else "NOT met" end)
+	  + "; seq put p50 ratio <= 1x: " + (if $seq != null and $seq <= 1 then "met" else "NOT met" end)
+	  + (if ($rounds | length) > 1 then " (medians)." else "." end)
 ' "$out"
 echo
 say "raw results: $out"
