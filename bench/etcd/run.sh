@@ -221,7 +221,7 @@ start_cluster() {
 	done
 	for i in 1 2 3; do
 		name=m$i
-		dir="$TMP/$sys/$name"
+		dir="$TMP/$sys/r$round/$name"
 		mkdir -p "$dir"
 		local -a flags=(
 			--name "$name" --data-dir "$dir/data"
@@ -245,13 +245,13 @@ start_cluster() {
 	local deadline=$((SECONDS + HEALTH_TIMEOUT)) p
 	while :; do
 		for p in "${pids[@]}"; do
-			kill -0 "$p" 2>/dev/null || die "$sys member $p exited; see $TMP/$sys/*/log"
+			kill -0 "$p" 2>/dev/null || die "$sys member $p exited; see $TMP/$sys/r$round/*/log"
 		done
 		if timeout 10 etcdctl --endpoints="$client_eps" --command-timeout=3s \
 			endpoint health >/dev/null 2>&1; then
 			break
 		fi
-		((SECONDS < deadline)) || die "$sys not healthy after ${HEALTH_TIMEOUT}s; see $TMP/$sys/*/log"
+		((SECONDS < deadline)) || die "$sys not healthy after ${HEALTH_TIMEOUT}s; see $TMP/$sys/r$round/*/log"
 		sleep 0.5
 	done
 	timeout 10 etcdctl --endpoints="$client_eps" endpoint health >&2
@@ -315,8 +315,10 @@ run_system() {
 		say "perf data: $TMP/perf.data (perf report -i $TMP/perf.data --no-children)"
 	fi
 	bench "$sys" get
-	du -sh "$TMP/$sys" >&2 || true
+	du -sh "$TMP/$sys/r$round" >&2 || true
 	stop_cluster
+	# Each round starts a fresh cluster; the logs stay.
+	((keep)) || rm -rf "$TMP/$sys/r$round"/*/data
 }
 
 date_utc=$(date -u '+%Y-%m-%d %H:%M UTC')

@@ -202,6 +202,36 @@ impl ServeConfig {
     }
 }
 
+/// The ids every response header carries, computed once: a header goes
+/// with every response.
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderIds {
+    /// [`ServeConfig::cluster_id`].
+    pub cluster_id: u64,
+    /// [`member_id`] of this member's name.
+    pub member_id: u64,
+}
+
+impl HeaderIds {
+    /// The ids of the member `cfg` configures.
+    pub fn of(cfg: &ServeConfig) -> HeaderIds {
+        HeaderIds {
+            cluster_id: cfg.cluster_id(),
+            member_id: member_id(&cfg.name),
+        }
+    }
+
+    /// A response header at revision `rev` in term (epoch) `term`.
+    pub fn header(&self, rev: i64, term: u64) -> crate::pb::etcdserverpb::ResponseHeader {
+        crate::pb::etcdserverpb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: rev,
+            raft_term: term,
+        }
+    }
+}
+
 /// The etcd member id of a name.
 pub fn member_id(name: &str) -> u64 {
     id_hash(name)

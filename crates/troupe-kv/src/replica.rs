@@ -102,7 +102,7 @@ use troupe::{Event, Group, GroupHandle, Ordering, TrySendError};
 use troupe_core::{MemberId, View};
 use troupe_store::{FsyncPolicy, Store, StoreOptions, StoreSizes};
 
-use crate::config::{member_id, ServeConfig};
+use crate::config::{member_id, HeaderIds, ServeConfig};
 use crate::machine::{Command, KvError, LeaseRevoke, Machine, Op, Output};
 use crate::mvcc::KeyRange;
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, WatchResponse};
@@ -466,6 +466,8 @@ struct Watcher {
 /// The member.
 pub struct Replica {
     cfg: ServeConfig,
+    /// The ids of this member's response headers.
+    ids: HeaderIds,
     phase: Phase,
     machine: Machine,
     index: u64,
@@ -556,6 +558,7 @@ impl Replica {
         let rev = loaded.machine.mvcc.revision();
         (
             Replica {
+                ids: HeaderIds::of(&cfg),
                 cfg,
                 phase: Phase::Detached,
                 machine: loaded.machine,
@@ -1357,12 +1360,7 @@ impl Replica {
 
     /// The header of a response at revision `rev`.
     pub fn header(&self, rev: i64) -> ResponseHeader {
-        ResponseHeader {
-            cluster_id: self.cfg.cluster_id(),
-            member_id: member_id(&self.cfg.name),
-            revision: rev,
-            raft_term: self.epoch().unwrap_or(self.promised),
-        }
+        self.ids.header(rev, self.epoch().unwrap_or(self.promised))
     }
 
     /// Whether a majority of the configured cluster, among the view's

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use crate::config::{member_id, ServeConfig};
+use crate::config::{member_id, HeaderIds, ServeConfig};
 use crate::machine::{Command, LeaseGrant, LeaseRevoke, Op, Output};
 use crate::mvcc::KeyRange;
 use crate::pb::etcdserverpb::{
@@ -44,6 +44,7 @@ pub struct Server {
 struct Inner {
     tx: mpsc::Sender<Request>,
     cfg: ServeConfig,
+    ids: HeaderIds,
     streams: AtomicU64,
     lease_ids: AtomicU64,
 }
@@ -55,6 +56,7 @@ impl Server {
         Server {
             inner: Arc::new(Inner {
                 tx,
+                ids: HeaderIds::of(&cfg),
                 cfg,
                 streams: AtomicU64::new(1),
                 lease_ids: AtomicU64::new(seed),
@@ -94,12 +96,7 @@ impl Server {
     }
 
     fn header(&self, rev: i64, term: u64) -> pb::ResponseHeader {
-        pb::ResponseHeader {
-            cluster_id: self.inner.cfg.cluster_id(),
-            member_id: member_id(&self.inner.cfg.name),
-            revision: rev,
-            raft_term: term,
-        }
+        self.inner.ids.header(rev, term)
     }
 
     /// Registers a watch whose responses go to `tx`; returns its stream id.
