@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_serving, Cluster};
+use common::Cluster;
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, LeaseGrantOptions, LockOptions, PutOptions, Txn,
     TxnOp, WatchOptions,
@@ -16,7 +16,7 @@ fn etcd_client_crate_works_unchanged() {
     let cluster = Cluster::start(3, &[]);
     let eps = cluster.endpoints();
     let r = common::rt().block_on(async { tokio::time::timeout(Duration::from_secs(120), async {
-        let mut c = wait_serving(&eps).await;
+        let mut c = cluster.wait_serving().await;
 
         // put / get, prefix, range, revision, keys-only, limit, prev_kv.
         let r1 = c.put("a/1", "x", None).await?.header().map(|h| h.revision()).unwrap_or(0);

@@ -29,27 +29,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits until a put through each member alone succeeds (an error, not a
-/// panic, so that the test can print the cluster's logs).
-async fn all_serve(eps: &[String], limit: Duration) -> Result<(), String> {
-    let start = Instant::now();
-    for ep in eps {
-        loop {
-            if let Some(mut c) = common::pinned(ep, OP_TIMEOUT).await {
-                let put = c.put("__ready", "1", None);
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), put).await {
-                    break;
-                }
-            }
-            if start.elapsed() > limit {
-                return Err(format!("{ep} does not serve within {limit:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
 /// The puts of one round: every key tried, and those acknowledged.
 #[derive(Default)]
 struct Writes {
@@ -183,7 +162,7 @@ fn acknowledged_writes_survive_crashes() {
     let mut total_acked = 0;
     let run = common::rt().block_on(async {
         tokio::time::timeout(Duration::from_secs(170), async {
-            if let Err(e) = all_serve(&eps, Duration::from_secs(30)).await {
+            if let Err(e) = common::all_serve(&eps, Duration::from_secs(30)).await {
                 problems.push(format!("at the start: {e}"));
                 return;
             }
@@ -233,7 +212,7 @@ fn acknowledged_writes_survive_crashes() {
                     }
                 }
                 let t = Instant::now();
-                if let Err(e) = all_serve(&eps, Duration::from_secs(30)).await {
+                if let Err(e) = common::all_serve(&eps, Duration::from_secs(30)).await {
                     problems.push(format!("round {round} ({what}): {e}"));
                     return;
                 }

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_serving, Cluster};
+use common::Cluster;
 
 fn have_etcdctl() -> bool {
     Command::new("etcdctl")
@@ -123,7 +123,7 @@ fn etcdctl_works_unchanged() {
     let cluster = Cluster::start(3, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), wait_serving(&cluster.endpoints()))
+        tokio::time::timeout(Duration::from_secs(60), cluster.wait_serving())
             .await
             .unwrap_or_else(|_| panic!("cluster never served\n{}", cluster.logs()))
     });

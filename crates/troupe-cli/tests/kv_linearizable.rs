@@ -116,26 +116,6 @@ async fn exec(c: &mut Client, op: &KvOp) -> Result<KvOutcome, etcd_client::Error
     })
 }
 
-/// Waits until a put through member `ep` alone succeeds.
-async fn serves(ep: &str, limit: Duration) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        if let Some(mut c) = common::pinned(ep, OP_TIMEOUT).await {
-            let ok = tokio::time::timeout(Duration::from_secs(2), c.put("__nemesis", "1", None))
-                .await
-                .map(|r| r.is_ok())
-                .unwrap_or(false);
-            if ok {
-                return Ok(());
-            }
-        }
-        if start.elapsed() > limit {
-            return Err(format!("{ep} does not serve again within {limit:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn key(k: u64) -> Vec<u8> {
     format!("k{k}").into_bytes()
 }
@@ -209,7 +189,7 @@ async fn nemesis(
             rec.event(format!("SIGCONT m{i}"));
             lock(&cluster).signal(i, Signal::SIGCONT);
         }
-        serves(&eps[i], Duration::from_secs(30)).await?;
+        common::serves(&eps[i], Duration::from_secs(30)).await?;
         rec.event(format!("m{i} serves"));
         round += 1;
     }
@@ -401,7 +381,7 @@ fn stale_read_mutant_is_caught() {
                     // checker.)
                     lock(&cluster).kill(victim);
                     lock(&cluster).spawn(victim);
-                    serves(&eps[victim], Duration::from_secs(30)).await?;
+                    common::serves(&eps[victim], Duration::from_secs(30)).await?;
                 }
                 Ok(())
             })

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, eventually, wait_serving, Cluster};
+use common::{client, eventually, Cluster};
 
 /// Every member's applied index (etcd's raft index), in endpoint order.
 async fn applied(clients: &mut [etcd_client::Client]) -> Result<Vec<u64>, etcd_client::Error> {
@@ -23,7 +23,7 @@ fn linearizable_reads_do_not_touch_the_log() {
     let eps = cluster.endpoints();
     let r = common::rt().block_on(async {
         tokio::time::timeout(Duration::from_secs(120), async {
-            wait_serving(&eps).await;
+            cluster.wait_serving().await;
             let mut clients = Vec::new();
             for ep in &eps {
                 clients.push(client(std::slice::from_ref(ep)).await);
@@ -96,7 +96,7 @@ fn a_member_that_rejoins_an_idle_cluster_answers_reads() {
     let runtime = common::rt();
     let r = runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs(120), async {
-            let mut any = wait_serving(&eps).await;
+            let mut any = cluster.wait_serving().await;
             for i in 0..20 {
                 any.put(format!("k{i}"), "v", None).await?;
             }

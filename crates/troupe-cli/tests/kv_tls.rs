@@ -500,7 +500,7 @@ async fn a_bad_certificate_file_is_named_and_plaintext_must_be_asked_for() {
     // Asked for (the harness passes --insecure-plaintext): it serves, with
     // a warning for each kind of traffic.
     let cluster = Cluster::start(1, &[]);
-    common::wait_serving(&cluster.endpoints()).await;
+    cluster.wait_serving().await;
     let logs = all_logs(&cluster);
     for what in ["client", "member-to-member"] {
         assert!(
@@ -597,8 +597,7 @@ async fn peer_tls_refuses_strangers_before_reading_group_traffic() {
             "--peer-client-cert-auth".into(),
         ]
     });
-    let eps = cluster.endpoints();
-    let mut client = common::wait_serving(&eps).await;
+    let mut client = cluster.wait_serving().await;
     client
         .put("k", "over peer TLS", None)
         .await

@@ -219,24 +219,55 @@ pub async fn client(endpoints: &[String]) -> etcd_client::Client {
         .unwrap_or_else(|e| panic!("connect: {e}"))
 }
 
-/// Waits until every member serves (a put through each succeeds), and
-/// returns a client connected to all of them.
-pub async fn wait_serving(endpoints: &[String]) -> etcd_client::Client {
-    for ep in endpoints {
-        let eps = vec![ep.clone()];
-        eventually(Duration::from_secs(30), &format!("{ep} serves"), || {
-            let eps = eps.clone();
-            async move {
-                let mut c = client(&eps).await;
-                c.put("__ready", "1", None).await.ok().map(|_| ())
+/// Whether `ep` serves: a put through a client pinned to it (no moving to
+/// another endpoint) succeeds within 2 s. Retried every 100 ms until
+/// `limit`; the error names the member.
+pub async fn serves(ep: &str, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        if let Some(mut c) = pinned(ep, Duration::from_secs(3)).await {
+            let put = c.put("__ready", "1", None);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), put).await {
+                return Ok(());
             }
-        })
-        .await;
+        }
+        if start.elapsed() > limit {
+            return Err(format!("{ep} does not serve within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether every member of `eps` serves (see [`serves`]), all within `limit`.
+pub async fn all_serve(eps: &[String], limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    for ep in eps {
+        serves(ep, limit.saturating_sub(start.elapsed())).await?;
+    }
+    Ok(())
+}
+
+/// Waits up to 30 s until every member serves, and returns a client
+/// connected to all of them; panics if one does not. Prefer
+/// [`Cluster::wait_serving`], whose panic carries the members' logs.
+pub async fn wait_serving(endpoints: &[String]) -> etcd_client::Client {
+    if let Err(e) = all_serve(endpoints, Duration::from_secs(30)).await {
+        panic!("{e}");
     }
     client(endpoints).await
 }
 
 impl Cluster {
+    /// [`wait_serving`] on this cluster's members; the panic when one does
+    /// not serve carries every member's log.
+    pub async fn wait_serving(&self) -> etcd_client::Client {
+        let eps = self.endpoints();
+        if let Err(e) = all_serve(&eps, Duration::from_secs(30)).await {
+            panic!("{e}\n{}", self.logs());
+        }
+        client(&eps).await
+    }
+
     /// SIGKILLs every member before reaping any, so that they die as close
     /// together as the signals can be sent.
     pub fn kill_all_at_once(&mut self) {
