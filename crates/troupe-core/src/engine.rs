@@ -128,8 +128,9 @@ pub(crate) struct ViewState {
     /// every other's acknowledgement before it delivers it, so this
     /// member's goes out with its next datagrams ([`Engine::poll_transmit`],
     /// once per batch of inputs), not after `ack_delay` or at the next
-    /// heartbeat. Raised only while `ack_pending > 0`, and lowered with it
-    /// by [`Engine::send_ack`].
+    /// heartbeat. Raised only while `ack_pending > 0`
+    /// ([`ViewState::ack_soon_if_pending`]), and lowered with it by
+    /// [`Engine::send_ack`].
     pub ack_soon: bool,
     /// When the next heartbeat (an acknowledgement) is due.
     pub heartbeat_due: Time,
@@ -142,6 +143,16 @@ pub(crate) struct ViewState {
 }
 
 impl ViewState {
+    /// Sends this member's acknowledgement with its next datagrams (see
+    /// `ack_soon`), if it holds anything it has not acknowledged yet: else
+    /// its last acknowledgement already counts, and the flag would only
+    /// hurry the acknowledgement of whatever arrives next.
+    fn ack_soon_if_pending(&mut self) {
+        if self.ack_pending > 0 {
+            self.ack_soon = true;
+        }
+    }
+
     pub fn new(view: View, me: usize, now: Time) -> ViewState {
         let n = view.members.len();
         ViewState {
@@ -1361,12 +1372,8 @@ impl Engine {
                     vs.stable[slot.rank as usize] >= slot.seq && vs.stable[0] >= slot.record_seq;
                 if !stable {
                     // Everyone waits for everyone's acknowledgement of it:
-                    // send this member's without the usual delay, if it
-                    // holds anything it has not acknowledged yet (else its
-                    // last acknowledgement already counts).
-                    if vs.ack_pending > 0 {
-                        vs.ack_soon = true;
-                    }
+                    // send this member's without the usual delay.
+                    vs.ack_soon_if_pending();
                     break;
                 }
             }
@@ -1375,13 +1382,8 @@ impl Engine {
                 // Stable here may mean that this member's own holding was
                 // the last one missing, counted before anyone else heard
                 // of it: the others deliver once its acknowledgement comes,
-                // so it goes out with the next datagrams too. With nothing
-                // unacknowledged, the others know already; a flag raised
-                // then would only hurry the acknowledgement of whatever
-                // arrives next.
-                if vs.ack_pending > 0 {
-                    vs.ack_soon = true;
-                }
+                // so it goes out with the next datagrams too.
+                vs.ack_soon_if_pending();
             }
             self.deliver(m);
         }
