@@ -947,30 +947,16 @@ pub fn run_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     match args.role {
         Role::Troupe => {
             crate::node::init_logging("warn");
-            let rt = member_runtime(args.worker_threads)?;
+            let rt = crate::runtime(usize::from(args.worker_threads.max(1)))?;
             rt.block_on(troupe_member(args))
         }
         Role::Tcp => tcp_member(args),
         Role::Watch => {
             crate::node::init_logging("warn");
-            let rt = member_runtime(args.worker_threads)?;
+            let rt = crate::runtime(usize::from(args.worker_threads.max(1)))?;
             rt.block_on(failover::member(args))
         }
     }
-}
-
-/// A member's tokio runtime: current-thread for one worker, else multi-threaded.
-fn member_runtime(workers: u16) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(usize::from(workers));
-        b
-    };
-    b.enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 /// A payload: the send time, then zeros.

@@ -1,5 +1,6 @@
 //! `troupe`: the one command of the project (sim, demo, node, ...).
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -46,6 +47,24 @@ enum Command {
 /// MVCC keys); glibc malloc was 8% of a member's CPU under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A tokio runtime with `workers` worker threads: 1 is a current-thread
+/// runtime (no cross-thread wake-ups), 0 one thread per core.
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = match workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

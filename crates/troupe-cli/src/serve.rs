@@ -206,17 +206,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");
     }
-    let mut rt = match args.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 1 {
-                b.worker_threads(n);
-            }
-            b
-        }
-    };
-    let rt = rt.enable_all().build().context("starting the runtime")?;
+    let rt = crate::runtime(args.worker_threads)?;
     rt.block_on(async {
         tokio::select! {
             r = troupe_kv::serve(cfg) => r.map_err(anyhow::Error::from),
