@@ -1647,7 +1647,7 @@ impl Replica {
                     .map(member_id)
                     .unwrap_or(0);
                 let _ = reply.send(StatusInfo {
-                    member_id: member_id(&self.cfg.name),
+                    member_id: self.ids.member_id,
                     leader,
                     view: self.view_names.clone(),
                     phase: self.phase_name(),

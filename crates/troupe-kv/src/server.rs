@@ -52,11 +52,12 @@ struct Inner {
 impl Server {
     /// Serves the member behind `tx`.
     pub fn new(cfg: ServeConfig, tx: mpsc::Sender<Request>) -> Server {
-        let seed = crate::config::member_id(&cfg.name) ^ now_nanos();
+        let ids = HeaderIds::of(&cfg);
+        let seed = ids.member_id ^ now_nanos();
         Server {
             inner: Arc::new(Inner {
                 tx,
-                ids: HeaderIds::of(&cfg),
+                ids,
                 cfg,
                 streams: AtomicU64::new(1),
                 lease_ids: AtomicU64::new(seed),
