@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{wait_serving, Cluster, Rng};
+use common::{Cluster, Rng};
 use etcd_client::Client;
 use nix::sys::signal::Signal;
 use troupe_sim::check::linearizable::{check_kv, KvOp, KvOutcome, Operation, Verdict};
@@ -234,7 +234,7 @@ fn kv_is_linearizable_under_kills_and_pauses() {
         );
         async move {
             tokio::time::timeout(Duration::from_secs(100), async move {
-                wait_serving(&eps).await;
+                common::all_serve(&eps, Duration::from_secs(30)).await?;
                 rec.event("every member serves; clients start".into());
                 let start = Instant::now();
                 let clients: Vec<_> = client_seeds
@@ -320,7 +320,7 @@ fn stale_read_mutant_is_caught() {
         let (cluster, eps, rec) = (cluster.clone(), eps.clone(), rec.clone());
         async move {
             tokio::time::timeout(Duration::from_secs(100), async move {
-                wait_serving(&eps).await;
+                common::all_serve(&eps, Duration::from_secs(30)).await?;
                 for round in 0..5u64 {
                     let victim = (round % 3) as usize;
                     let other = (victim + 1) % 3;

@@ -247,19 +247,10 @@ pub async fn all_serve(eps: &[String], limit: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits up to 30 s until every member serves, and returns a client
-/// connected to all of them; panics if one does not. Prefer
-/// [`Cluster::wait_serving`], whose panic carries the members' logs.
-pub async fn wait_serving(endpoints: &[String]) -> etcd_client::Client {
-    if let Err(e) = all_serve(endpoints, Duration::from_secs(30)).await {
-        panic!("{e}");
-    }
-    client(endpoints).await
-}
-
 impl Cluster {
-    /// [`wait_serving`] on this cluster's members; the panic when one does
-    /// not serve carries every member's log.
+    /// Waits up to 30 s until every member serves (see [`all_serve`]), and
+    /// returns a client connected to all of them; panics, with every
+    /// member's log, if one does not.
     pub async fn wait_serving(&self) -> etcd_client::Client {
         let eps = self.endpoints();
         if let Err(e) = all_serve(&eps, Duration::from_secs(30)).await {
