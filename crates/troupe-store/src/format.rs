@@ -170,6 +170,15 @@ pub enum SegmentEnd {
         /// What is wrong with the record at `offset`.
         error: DecodeError,
     },
+    /// Nothing but zero bytes from `offset` to the end: room the writer
+    /// reserved ahead of its records (see `Store::sync`), or a write of
+    /// which nothing reached the disk. In the last segment this is where the
+    /// next record goes; anywhere else it is corruption (a segment is cut to
+    /// its records before the next one is created).
+    Preallocated {
+        /// Where the zero bytes start (the end of the last valid record).
+        offset: u64,
+    },
     /// A bad record followed by a valid one (`valid_at`), or a valid record
     /// with the wrong index: damage to data that was once written whole.
     Corrupt {
@@ -407,6 +416,11 @@ pub fn decode_segment(bytes: &[u8]) -> Result<DecodedSegment<'_>, DecodeError> {
                     }
                 }
             }
+            Err(_) if bytes[offset..].iter().all(|b| *b == 0) => {
+                break SegmentEnd::Preallocated {
+                    offset: offset as u64,
+                };
+            }
             Err(error) => {
                 break match find_valid_record(bytes, offset, offset + 1, expected) {
                     Some(valid_at) => SegmentEnd::Corrupt {
@@ -424,7 +438,9 @@ pub fn decode_segment(bytes: &[u8]) -> Result<DecodedSegment<'_>, DecodeError> {
     };
     let valid_len = match &end {
         SegmentEnd::Clean => bytes.len() as u64,
-        SegmentEnd::Torn { offset, .. } | SegmentEnd::Corrupt { offset, .. } => *offset,
+        SegmentEnd::Torn { offset, .. }
+        | SegmentEnd::Preallocated { offset }
+        | SegmentEnd::Corrupt { offset, .. } => *offset,
     };
     Ok(DecodedSegment {
         first_index,
@@ -545,12 +561,17 @@ mod tests {
     }
 
     #[test]
-    fn zeroed_tail_is_torn_not_corrupt() {
+    fn zeroed_tail_is_preallocated_room_not_corrupt() {
         let mut bytes = segment(1, &[b"hello"]);
         let good = bytes.len() as u64;
         bytes.extend_from_slice(&[0u8; 4096]);
         let d = decode_segment(&bytes).expect("header ok");
         assert_eq!(d.records.len(), 1);
+        assert_eq!(d.valid_len, good);
+        assert_eq!(d.end, SegmentEnd::Preallocated { offset: good });
+        // One stray byte in the zeros makes it a torn tail again.
+        bytes[good as usize + 100] = 1;
+        let d = decode_segment(&bytes).expect("header ok");
         assert!(matches!(d.end, SegmentEnd::Torn { offset, .. } if offset == good));
     }
 

@@ -80,6 +80,12 @@
 //!    gap between segments, a log that does not reach back to the snapshot or
 //!    does not reach up to it, a damaged meta file. Nothing is dropped silently.
 //!
+//! Zero bytes after the last record of the last segment are not a tail to
+//! cut: they are room the store reserved for later records (see below), and
+//! the next record is written over them. Zero bytes after the records of any
+//! other segment refuse to open: a segment is cut to its records before the
+//! next one is created.
+//!
 //! Segments that hold only entries the snapshot covers (left when a crash
 //! interrupted the deletions after `save_snapshot`) are deleted without being
 //! read. Leftover `*.tmp` files (writes interrupted before their rename) are
@@ -124,7 +130,14 @@
 //! Records in a segment have contiguous indices starting at the header's
 //! `first_index`, which matches the file name; each segment starts where the
 //! previous one ended. A segment rolls over when the next record would take it
-//! past [`StoreOptions::segment_bytes`]. The checksum covers the length and the
+//! past [`StoreOptions::segment_bytes`].
+//!
+//! The last segment is followed by zero bytes reserved for later records, up
+//! to 4 MiB ahead and never past `segment_bytes`; when the records reach them,
+//! `sync` reserves more. A sync that only overwrites reserved bytes need not
+//! write the file's inode (its size is unchanged), which makes an
+//! `fdatasync` of a few KiB one I/O rather than two. When a segment rolls
+//! over, it is cut back to its records. The checksum covers the length and the
 //! index as well as the payload, so a record can neither be misframed nor
 //! misplaced without detection.
 //!

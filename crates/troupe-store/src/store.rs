@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use tracing::{debug, info, warn};
@@ -149,7 +150,11 @@ pub struct StoreSizes {
 struct SegmentFile {
     first_index: u64,
     path: PathBuf,
+    /// Where its records end (the next one goes there).
     bytes: u64,
+    /// The file's length: at least `bytes`, the rest zero bytes reserved
+    /// for later records (see [`Store::sync`]).
+    allocated: u64,
 }
 
 #[derive(Debug)]
@@ -436,6 +441,9 @@ impl Store {
                 f.set_len(cut.offset)
                     .and_then(|()| f.sync_all())
                     .map_err(|e| StoreError::io(&cut.file, e))?;
+                if let Some(seg) = segments.last_mut() {
+                    seg.allocated = cut.offset;
+                }
             }
         }
         if dir_changed {
@@ -445,7 +453,7 @@ impl Store {
         let active = match segments.last() {
             Some(seg) => Some(
                 OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(&seg.path)
                     .map_err(|e| StoreError::io(&seg.path, e))?,
             ),
@@ -594,7 +602,15 @@ impl Store {
                 // exists: recovery may then treat a bad record in any segment
                 // but the last as corruption, even after a power loss in the
                 // middle of this sync.
-                if let Some((file, path)) = &current {
+                // It is cut to its records first, so that zero bytes after
+                // the records are never found in a segment but the last.
+                if let (Some((file, path)), Some(seg)) = (&current, self.segments.last_mut()) {
+                    if seg.allocated > seg.bytes {
+                        file.set_len(seg.bytes)
+                            .map_err(|e| StoreError::io(path, e))?;
+                        seg.allocated = seg.bytes;
+                        dirty = true;
+                    }
                     if always && dirty {
                         file.sync_data().map_err(|e| StoreError::io(path, e))?;
                     }
@@ -602,13 +618,14 @@ impl Store {
                 let path = self.dir.join(segment_file_name(p.first_index));
                 let file = OpenOptions::new()
                     .create_new(true)
-                    .append(true)
+                    .write(true)
                     .open(&path)
                     .map_err(|e| StoreError::io(&path, e))?;
                 self.segments.push(SegmentFile {
                     first_index: p.first_index,
                     path: path.clone(),
                     bytes: 0,
+                    allocated: 0,
                 });
                 created = true;
                 current = Some((file, path));
@@ -623,9 +640,14 @@ impl Store {
                     std::io::Error::other("internal: no open segment for pending records"),
                 ));
             };
-            file.write_all(&p.buf)
+            file.write_all_at(&p.buf, seg.bytes)
                 .map_err(|e| StoreError::io(&*path, e))?;
             seg.bytes += p.buf.len() as u64;
+            seg.allocated = seg.allocated.max(seg.bytes);
+            if seg.allocated == seg.bytes {
+                reserve(file, seg, self.opts.segment_bytes)
+                    .map_err(|e| StoreError::io(&*path, e))?;
+            }
             dirty = true;
         }
         if always {
@@ -790,6 +812,33 @@ impl Store {
     }
 }
 
+/// Bytes of zeros written at a time to reserve room in a segment.
+const RESERVE_STEP: u64 = 4 << 20;
+
+/// Reserves room for later records after `seg`'s records, in the file's
+/// last `segment_bytes` or up to [`RESERVE_STEP`] bytes, by writing zero
+/// bytes (the `sync` that follows makes them durable with the records).
+/// Done whatever the fsync policy, so that the files look the same.
+///
+/// Why: an `fdatasync` after a write that grows the file must also write the
+/// inode (its size), a second I/O; a write over bytes that are already
+/// there needs only the data. On this project's test machine that made a
+/// sync of a few KiB take 115 us rather than 180 us, and half the CPU.
+/// `fallocate` would not do: a write to the unwritten extents it makes
+/// changes the extent tree, which the sync then writes too.
+fn reserve(file: &File, seg: &mut SegmentFile, segment_bytes: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let end = segment_bytes.min(seg.bytes.saturating_add(RESERVE_STEP));
+    let mut at = seg.allocated;
+    while at < end {
+        let n = (end - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    seg.allocated = seg.allocated.max(end);
+    Ok(())
+}
+
 /// Finishes a reset whose `RESET` file is durable: deletes every segment and
 /// snapshot, then renames `RESET` to the snapshot's name.
 fn finish_reset(dir: &Path, reset: &Path, listing: &Listing) -> Result<(), StoreError> {
@@ -860,6 +909,7 @@ fn check_log(
                         first_index: name_index,
                         path: path.clone(),
                         bytes: bytes.len() as u64,
+                        allocated: bytes.len() as u64,
                     });
                     break;
                 }
@@ -894,6 +944,15 @@ fn check_log(
         }
         match &decoded.end {
             SegmentEnd::Clean => {}
+            SegmentEnd::Preallocated { .. } if is_last => {}
+            SegmentEnd::Preallocated { offset } => {
+                return Err(StoreError::corrupt(
+                    path,
+                    *offset,
+                    "zero bytes where records must be, in a segment that is not the last one"
+                        .to_string(),
+                ));
+            }
             SegmentEnd::Torn { offset, error } if is_last => {
                 cut = Some(TailCut {
                     file: path.clone(),
@@ -941,6 +1000,7 @@ fn check_log(
             first_index: decoded.first_index,
             path: path.clone(),
             bytes: decoded.valid_len,
+            allocated: bytes.len() as u64,
         });
     }
 

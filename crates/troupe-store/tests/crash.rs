@@ -92,7 +92,8 @@ fn tear_unacknowledged(dir: &Path, acked: u64, rng: &mut u64) -> Option<(PathBuf
     let decoded = decode_segment(&bytes).ok()?;
     let first_unacked = decoded.records.iter().find(|r| r.index > acked)?;
     let from = first_unacked.offset + 1;
-    let len = bytes.len() as u64;
+    // Within the records: the zero bytes reserved after them are no record.
+    let len = decoded.valid_len;
     if from >= len {
         return None;
     }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use troupe_store::format::{encode_snapshot, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use troupe_store::{
-    segment_file_name, snapshot_file_name, FsyncPolicy, Recovered, Store, StoreError, StoreOptions,
+    decode_segment, segment_file_name, snapshot_file_name, FsyncPolicy, Recovered, Store,
+    StoreError, StoreOptions,
 };
 
 fn opts(segment_bytes: u64) -> StoreOptions {
@@ -64,16 +65,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Offsets of every record in a segment file, with the end of the file.
+/// Where the records of a segment file end (zero bytes reserved for later
+/// records may follow).
+fn records_end(bytes: &[u8]) -> usize {
+    decode_segment(bytes).expect("valid segment").valid_len as usize
+}
+
+/// Offsets of every record in a segment file, with the end of its records.
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let end = records_end(bytes);
     let mut at = SEGMENT_HEADER_LEN;
     let mut v = Vec::new();
-    while at < bytes.len() {
+    while at < end {
         v.push(at);
         let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
         at += RECORD_HEADER_LEN + len;
     }
-    v.push(bytes.len());
+    v.push(end);
     v
 }
 
@@ -165,11 +173,11 @@ fn segments_roll_over_and_recover_in_order() {
     let files = segments_of(tmp.path());
     assert!(files.len() > 10, "{} segments", files.len());
     assert_eq!(sizes.wal_segments, files.len());
-    let on_disk: u64 = files
+    let in_records: u64 = files
         .iter()
-        .map(|f| fs::metadata(f).expect("meta").len())
+        .map(|f| records_end(&fs::read(f).expect("read")) as u64)
         .sum();
-    assert_eq!(sizes.wal_bytes, on_disk);
+    assert_eq!(sizes.wal_bytes, in_records);
     for f in &files {
         assert!(
             fs::metadata(f).expect("meta").len() <= seg,
@@ -202,12 +210,25 @@ fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
 }
 
 /// Builds a store with entries 1..=`last` in segments of `seg` bytes and
-/// returns the path of its last segment.
+/// returns the path of its last segment, cut to its records (as a crash
+/// before the room after them was reserved leaves it; the tests of torn
+/// tails append to it or cut it further).
 fn build(dir: &Path, last: u64, seg: u64) -> PathBuf {
     let (mut store, _) = Store::open(dir, opts(seg)).expect("open");
     fill(&mut store, last, 3);
     drop(store);
-    segments_of(dir).pop().expect("a segment")
+    let path = segments_of(dir).pop().expect("a segment");
+    trim_to_records(&path);
+    path
+}
+
+fn trim_to_records(path: &Path) {
+    let end = records_end(&fs::read(path).expect("read"));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(end as u64))
+        .expect("trim");
 }
 
 #[test]
@@ -270,6 +291,7 @@ fn torn_header_of_a_new_last_segment_removes_it() {
     }
     drop(store);
     let last_seg = segments_of(template.path()).pop().expect("segment");
+    trim_to_records(&last_seg);
     let bytes = fs::read(&last_seg).expect("read");
     let in_last = record_offsets(&bytes).len() as u64 - 1;
     let kept_last = i - 1 - in_last;
@@ -294,12 +316,17 @@ fn torn_header_of_a_new_last_segment_removes_it() {
 }
 
 #[test]
-fn zeroed_or_random_garbage_after_the_last_record_is_cut() {
+fn random_garbage_after_the_last_record_is_cut() {
     for garbage in [
-        vec![0u8; 8192],
         (0..5000u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect(),
+            .collect::<Vec<u8>>(),
+        // Zeros with one stray byte are not reserved room.
+        {
+            let mut z = vec![0u8; 8192];
+            z[4000] = 0x5a;
+            z
+        },
     ] {
         let tmp = tempfile::tempdir().expect("tempdir");
         let last_seg = build(tmp.path(), 10, 1 << 20);
@@ -716,4 +743,121 @@ fn extreme_indices_give_errors_not_panics() {
     fs::write(tmp.path().join(segment_file_name(0)), b"").expect("write");
     fs::write(tmp.path().join(segment_file_name(1)), b"").expect("write");
     let _ = Store::open(tmp.path(), opts(1 << 20));
+}
+
+#[test]
+fn segments_reserve_zeroed_room_that_recovery_keeps_and_appends_reuse() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let seg_bytes = 1 << 20;
+    let (mut store, _) = Store::open(tmp.path(), opts(seg_bytes)).expect("open");
+    fill(&mut store, 10, 3);
+    let records_end = store.sizes().wal_bytes;
+    drop(store);
+    let segs = segments_of(tmp.path());
+    assert_eq!(segs.len(), 1);
+    // The file holds the records and zero bytes reserved after them.
+    let bytes = fs::read(&segs[0]).expect("read");
+    assert_eq!(
+        bytes.len() as u64,
+        seg_bytes,
+        "room reserved up to the segment size"
+    );
+    assert!(bytes[records_end as usize..].iter().all(|b| *b == 0));
+    // Reserved room is not a torn tail: nothing is cut, and the next
+    // records go right after the last one.
+    let (mut store, rec) = Store::open(tmp.path(), opts(seg_bytes)).expect("reopen");
+    assert_entries(&rec, 1, 10);
+    assert_eq!(rec.tail_cut, None);
+    fill(&mut store, 20, 4);
+    drop(store);
+    let (_, rec) = Store::open(tmp.path(), opts(seg_bytes)).expect("reopen");
+    assert_entries(&rec, 1, 20);
+    assert_eq!(rec.tail_cut, None);
+}
+
+#[test]
+fn a_segment_rolled_over_is_cut_to_its_records() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let seg_bytes = 4096;
+    let (mut store, _) = Store::open(tmp.path(), opts(seg_bytes)).expect("open");
+    fill(&mut store, 400, 7);
+    drop(store);
+    let segs = segments_of(tmp.path());
+    assert!(segs.len() > 2, "{segs:?}");
+    for s in &segs[..segs.len() - 1] {
+        let bytes = fs::read(s).expect("read");
+        let offs = record_offsets(&bytes);
+        assert_eq!(
+            offs.last(),
+            Some(&bytes.len()),
+            "{} ends at its records",
+            s.display()
+        );
+        assert_ne!(bytes.last(), Some(&0), "{}: no zero tail", s.display());
+    }
+    let (_, rec) = Store::open(tmp.path(), opts(seg_bytes)).expect("reopen");
+    assert_entries(&rec, 1, 400);
+}
+
+#[test]
+fn zero_bytes_after_the_records_of_a_segment_that_is_not_the_last_refuse_to_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let seg_bytes = 4096;
+    let (mut store, _) = Store::open(tmp.path(), opts(seg_bytes)).expect("open");
+    fill(&mut store, 400, 7);
+    drop(store);
+    let segs = segments_of(tmp.path());
+    let victim = &segs[0];
+    let mut bytes = fs::read(victim).expect("read");
+    let offs = record_offsets(&bytes);
+    // The last record of the first segment became zeros: lost data, not room.
+    let last = offs[offs.len() - 2];
+    for b in &mut bytes[last..] {
+        *b = 0;
+    }
+    fs::write(victim, &bytes).expect("write");
+    let (file, offset, why) = expect_corrupt(Store::open(tmp.path(), opts(seg_bytes)));
+    assert_eq!((file.as_path(), offset), (victim.as_path(), last as u64));
+    assert!(why.contains("not the last"), "{why}");
+}
+
+#[test]
+fn a_torn_last_record_followed_by_reserved_zeros_is_cut() {
+    let template = tempfile::tempdir().expect("tempdir");
+    let seg = 1 << 16;
+    let (mut store, _) = Store::open(template.path(), opts(seg)).expect("open");
+    fill(&mut store, 20, 3);
+    drop(store);
+    let last_seg = segments_of(template.path()).pop().expect("a segment");
+    let bytes = fs::read(&last_seg).expect("read");
+    let offs = record_offsets(&bytes);
+    let (last_start, end) = (offs[offs.len() - 2], offs[offs.len() - 1]);
+    assert!(bytes.len() > end, "room is reserved after the records");
+    // A power loss that kept only part of the last record: zeros after it.
+    for keep in last_start + 1..end {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        copy_dir(template.path(), tmp.path());
+        let victim = tmp.path().join(last_seg.file_name().expect("name"));
+        let mut b = bytes.clone();
+        for x in &mut b[keep..end] {
+            *x = 0;
+        }
+        fs::write(&victim, &b).expect("write");
+        let (mut store, rec) = Store::open(tmp.path(), opts(seg)).expect("opens");
+        assert_entries(&rec, 1, 19);
+        if b[last_start..].iter().all(|x| *x == 0) {
+            assert_eq!(rec.tail_cut, None, "only zeros are left of the record");
+        } else {
+            let tc = rec.tail_cut.as_ref().expect("tail cut reported");
+            assert_eq!(
+                (tc.offset, tc.bytes_cut),
+                (last_start as u64, (b.len() - last_start) as u64)
+            );
+        }
+        fill(&mut store, 25, 2);
+        drop(store);
+        let (_, rec) = Store::open(tmp.path(), opts(seg)).expect("reopen");
+        assert_entries(&rec, 1, 25);
+        assert_eq!(rec.tail_cut, None);
+    }
 }
