@@ -428,6 +428,7 @@ async fn member(args: MemberArgs) -> anyhow::Result<ExitCode> {
                         });
                     }
                     Event::Blocked => lock(&rec).record(me, RecordKind::Blocked),
+                    Event::Mark { .. } => {}
                     Event::StateNeeded { view } => {
                         lock(&rec).record(me, RecordKind::StateProvided { view: view.into(), state_digest: state.digest() });
                         let _ = handle.provide_state(view, state.snapshot()).await;

@@ -248,6 +248,17 @@ async fn print_and_answer(group: &Group, ev: Event, json: bool) -> bool {
             let _ = group.reply(id, group.me().to_string().into_bytes()).await;
         }
         Event::QueryDone { .. } => {}
+        Event::Mark { from, mark } => {
+            let text = String::from_utf8_lossy(&mark);
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "mark", "member": fmt_member(from), "mark": text})
+                );
+            } else {
+                println!("[mark] {from}: {text}");
+            }
+        }
         Event::Exited(ExitReason::Left) => {
             if json {
                 println!("{}", json!({"event": "exited", "reason": "left"}));

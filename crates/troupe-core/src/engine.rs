@@ -140,6 +140,13 @@ pub(crate) struct ViewState {
     pub ack_cap: Option<Vec<u64>>,
     /// Mutant support: messages delivered on arrival, skipped when processed.
     pub early: BTreeSet<(usize, u64)>,
+    /// `marks[j]`: the last mark of member `j` handed to the application.
+    pub marks: Vec<Option<Bytes>>,
+    /// This member's mark goes out with its next datagrams (it is new, or
+    /// the view is).
+    pub mark_due: bool,
+    /// After this, the mark goes out again with the next acknowledgement.
+    pub mark_resend_due: Time,
 }
 
 impl ViewState {
@@ -175,6 +182,9 @@ impl ViewState {
             arrivals: 0,
             ack_cap: None,
             early: BTreeSet::new(),
+            marks: vec![None; n],
+            mark_due: true,
+            mark_resend_due: now,
         }
     }
 
@@ -264,6 +274,8 @@ pub struct Engine {
     pub(crate) query_n: u64,
     pub(crate) queries: BTreeMap<u64, QueryState>,
     pub(crate) reply_cache: ReplyCache,
+    /// What this member publishes with [`Engine::set_mark`].
+    pub(crate) mark: Option<Bytes>,
     // Outputs.
     pub(crate) events: VecDeque<Event>,
     pub(crate) out: Outbox,
@@ -321,6 +333,7 @@ impl Engine {
             query_n: 0,
             queries: BTreeMap::new(),
             reply_cache: ReplyCache::default(),
+            mark: None,
             events: VecDeque::new(),
             out,
             stats: Stats::default(),
@@ -705,6 +718,7 @@ impl Engine {
             } => self.on_state_chunk(now, from, v, offset, total_len, bytes),
             Frame::QueryReply { query, payload } => self.on_query_reply(from, query, payload),
             Frame::QueryPoll { query } => self.on_query_poll(from, query),
+            Frame::Mark { mark } => self.on_mark(from, view, mark),
         }
     }
 
@@ -774,6 +788,9 @@ impl Engine {
                 .is_some_and(|vs| vs.ack_soon && vs.ack_pending > 0)
         {
             self.send_ack(self.last_input);
+        }
+        if self.status == Status::Member {
+            self.send_mark_if_due(self.last_input, false);
         }
         let t = self.out.poll();
         if t.is_some() {
@@ -1173,6 +1190,7 @@ impl Engine {
         if vs.recompute_stable() {
             self.on_stable();
         }
+        self.send_mark_if_due(now, true);
     }
 
     // ----- delivery ---------------------------------------------------------

@@ -68,6 +68,15 @@ pub enum Event {
         /// Members that left the view before replying.
         departed: Vec<MemberId>,
     },
+    /// A member of the current view published a new mark (see
+    /// `Engine::set_mark`): the latest value it set, which may skip values
+    /// it set in between. Marks of this member itself are not reported.
+    Mark {
+        /// Who published it.
+        from: MemberId,
+        /// Its bytes, as set.
+        mark: Bytes,
+    },
     /// This member is no longer in the group.
     Exited(ExitReason),
 }

@@ -58,6 +58,7 @@ mod error;
 mod event;
 mod failure;
 mod flush;
+mod mark;
 #[cfg(feature = "mutants")]
 mod mutant;
 mod order;

@@ -42,6 +42,8 @@ pub(crate) struct Proc {
     pub installed_state: Option<Bytes>,
     pub query_results: Vec<(usize, usize)>,
     pub blocked: usize,
+    /// Marks handed on, with the view they came in.
+    pub marks: Vec<(MemberId, Bytes, crate::ViewId)>,
 }
 
 pub(crate) struct Net {
@@ -87,6 +89,7 @@ impl Net {
                 installed_state: None,
                 query_results: vec![],
                 blocked: 0,
+                marks: vec![],
             },
         );
         &mut self.procs.get_mut(&node).expect("just inserted").engine
@@ -158,6 +161,10 @@ impl Net {
                             replies, departed, ..
                         } => p.query_results.push((replies.len(), departed.len())),
                         Event::Blocked => p.blocked += 1,
+                        Event::Mark { from, mark } => {
+                            let view = p.engine.view().map(|v| v.id).unwrap_or_default();
+                            p.marks.push((from, mark, view));
+                        }
                         Event::Exited(r) => p.exited = Some(r),
                     }
                 }
@@ -787,4 +794,82 @@ fn a_safe_message_is_not_held_up_by_the_last_acknowledgement() {
         late.is_empty(),
         "Safe sends not delivered everywhere within 3 ms: {late:?}"
     );
+}
+
+/// The marks member `node` was handed from member `from`, in order.
+fn marks_from(net: &Net, node: u64, from: u64) -> Vec<Bytes> {
+    net.procs[&node]
+        .marks
+        .iter()
+        .filter(|(m, ..)| m.node == from)
+        .map(|(_, b, _)| b.clone())
+        .collect()
+}
+
+#[test]
+fn marks_reach_the_view_once_per_new_value_and_never_their_publisher() {
+    let mut net = Net::group(3, 31);
+    for v in [&b"a"[..], b"b", b"b", b"c"] {
+        let now = net.now;
+        net.engine(2).set_mark(now, Bytes::from(v)).unwrap();
+        net.run_for(Duration::from_millis(5));
+    }
+    // Heartbeats resend the mark; receivers hand on a value once.
+    net.run_for(Duration::from_millis(500));
+    for n in [1, 3] {
+        assert_eq!(
+            marks_from(&net, n, 2),
+            vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c")],
+            "member {n}"
+        );
+    }
+    assert!(
+        marks_from(&net, 2, 2).is_empty(),
+        "a member hears its own mark"
+    );
+    // Marks are not messages: nothing was delivered.
+    assert!(net.procs.values().all(|p| p.delivered.is_empty()));
+}
+
+#[test]
+fn marks_go_to_every_new_view_and_survive_loss() {
+    let mut net = Net::group(2, 32);
+    net.loss = 0.5;
+    let now = net.now;
+    net.engine(1).set_mark(now, Bytes::from("m1")).unwrap();
+    net.run_for(Duration::from_millis(300));
+    net.loss = 0.0;
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(marks_from(&net, 2, 1).last(), Some(&Bytes::from("m1")));
+    // A joiner learns the mark published before it joined, in its first view.
+    let now = net.now;
+    net.spawn(3, test_config(3)).join(now, &[addr(1)]);
+    net.run_for(Duration::from_millis(500));
+    let joined = net.view_of(3).expect("joined").id;
+    let got: Vec<_> = net.procs[&3]
+        .marks
+        .iter()
+        .filter(|(m, ..)| m.node == 1)
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((&got[0].1, got[0].2), (&Bytes::from("m1"), joined));
+    // The old members hear it again in the new view: a new view starts afresh.
+    assert_eq!(marks_from(&net, 2, 1).len(), 2);
+}
+
+#[test]
+fn a_mark_longer_than_its_limit_is_refused_and_the_old_one_stays() {
+    let mut net = Net::group(2, 33);
+    let now = net.now;
+    net.engine(1).set_mark(now, Bytes::from("ok")).unwrap();
+    let long = Bytes::from(vec![0; crate::wire::MARK_BYTES_MAX + 1]);
+    assert_eq!(
+        net.engine(1).set_mark(now, long),
+        Err(SendError::TooLarge {
+            len: crate::wire::MARK_BYTES_MAX + 1,
+            max: crate::wire::MARK_BYTES_MAX
+        })
+    );
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(marks_from(&net, 2, 1), vec![Bytes::from("ok")]);
 }

@@ -35,8 +35,9 @@
 //! |  17 | `StateChunk`   | view:view_id, offset, total_len, bytes:bytes              |
 //! |  18 | `QueryReply`   | query:query_id, payload:bytes                             |
 //! |  19 | `QueryPoll`    | query:query_id                                            |
+//! |  20 | `Mark`         | mark:bytes (at most [`MARK_BYTES_MAX`])                   |
 //!
-//! Tag 0 and tags above 19 are refused with [`DecodeError::UnknownFrame`]. The
+//! Tag 0 and tags above 20 are refused with [`DecodeError::UnknownFrame`]. The
 //! composite fields:
 //!
 //! ```text
@@ -72,7 +73,7 @@ use crate::types::{Addr, MemberId, Ordering, QueryId, View, ViewId};
 
 /// The wire version this build speaks. A datagram of another version is
 /// refused with [`DecodeError::Version`].
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// First byte of every datagram: cheap rejection of traffic that is not ours.
 pub const MAGIC: u8 = 0xA7;
@@ -302,6 +303,12 @@ pub enum Frame {
         /// The query.
         query: QueryId,
     },
+    /// The sender's mark, as its application last set it (see
+    /// `Engine::set_mark`): the latest one wins.
+    Mark {
+        /// At most [`MARK_BYTES_MAX`] bytes.
+        mark: Bytes,
+    },
 }
 
 /// Why bytes could not be decoded.
@@ -353,6 +360,11 @@ const TAG_STATE_REQUEST: u8 = 16;
 const TAG_STATE_CHUNK: u8 = 17;
 const TAG_QUERY_REPLY: u8 = 18;
 const TAG_QUERY_POLL: u8 = 19;
+const TAG_MARK: u8 = 20;
+
+/// Longest mark a member may publish (see `Engine::set_mark`): a mark is a
+/// small progress record, not a message.
+pub const MARK_BYTES_MAX: usize = 256;
 
 const BODY_APP: u8 = 1;
 const BODY_ORDER: u8 = 2;
@@ -661,6 +673,10 @@ pub fn encode_frame(buf: &mut BytesMut, frame: &Frame) {
             buf.put_u8(TAG_QUERY_POLL);
             put_query_id(buf, *query);
         }
+        Frame::Mark { mark } => {
+            buf.put_u8(TAG_MARK);
+            put_bytes(buf, mark);
+        }
     }
 }
 
@@ -752,6 +768,7 @@ pub fn frame_len_max(frame: &Frame) -> usize {
         Frame::Commit { proposal } => proposal_len_max(proposal),
         Frame::NotMember { .. } => TRIPLE_LEN_MAX + MEMBER_LEN_MAX,
         Frame::QueryPoll { .. } => TRIPLE_LEN_MAX,
+        Frame::Mark { mark } => bytes_len_max(mark.len()),
         Frame::StateRequest { offset, .. } => TRIPLE_LEN_MAX + varint_len(*offset),
         Frame::StateChunk {
             offset,
@@ -1157,6 +1174,13 @@ impl Cursor {
             TAG_QUERY_POLL => Frame::QueryPoll {
                 query: self.query_id()?,
             },
+            TAG_MARK => {
+                let mark = self.bytes("mark")?;
+                if mark.len() > MARK_BYTES_MAX {
+                    return Err(DecodeError::Length("mark"));
+                }
+                Frame::Mark { mark }
+            }
             tag => return Err(DecodeError::UnknownFrame(tag)),
         })
     }
@@ -1401,6 +1425,9 @@ mod tests {
                     n: 42,
                 },
             },
+            Frame::Mark {
+                mark: Bytes::from_static(b"epoch 3, index 17"),
+            },
         ]
     }
 
@@ -1535,8 +1562,8 @@ mod tests {
     #[test]
     fn bad_version() {
         assert_eq!(
-            Datagram::decode(Bytes::from_static(&[MAGIC, 2, 0, 0])),
-            Err(DecodeError::Version(2))
+            Datagram::decode(Bytes::from(vec![MAGIC, WIRE_VERSION + 1, 0, 0])),
+            Err(DecodeError::Version(WIRE_VERSION + 1))
         );
     }
 
@@ -1551,7 +1578,7 @@ mod tests {
             Err(DecodeError::Truncated("version"))
         );
         assert_eq!(
-            Datagram::decode(Bytes::from_static(&[MAGIC, 1, 0, 0, 0])),
+            Datagram::decode(Bytes::from(vec![MAGIC, WIRE_VERSION, 0, 0, 0])),
             Err(DecodeError::Truncated("group"))
         );
         // Heartbeat whose varint has its continuation bit set at the end.
@@ -1567,9 +1594,24 @@ mod tests {
     }
 
     #[test]
+    fn mark_longer_than_its_limit_is_refused() {
+        let mut rest = vec![TAG_MARK];
+        let len = MARK_BYTES_MAX + 1;
+        rest.extend_from_slice(&[(len as u8) | 0x80, (len >> 7) as u8]);
+        rest.resize(rest.len() + len, 7);
+        assert_eq!(first_frame(&rest), Err(DecodeError::Length("mark")));
+        assert_eq!(
+            first_frame(&[TAG_MARK, 2, 1, 2]),
+            Ok(Frame::Mark {
+                mark: Bytes::from_static(&[1, 2])
+            })
+        );
+    }
+
+    #[test]
     fn unknown_tag() {
         assert_eq!(first_frame(&[0]), Err(DecodeError::UnknownFrame(0)));
-        assert_eq!(first_frame(&[20]), Err(DecodeError::UnknownFrame(20)));
+        assert_eq!(first_frame(&[21]), Err(DecodeError::UnknownFrame(21)));
         assert_eq!(
             first_frame(&[0xff, 1, 2, 3]),
             Err(DecodeError::UnknownFrame(0xff))

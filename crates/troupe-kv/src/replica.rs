@@ -774,7 +774,7 @@ impl Replica {
                 }
             }
             Event::Blocked => self.blocked = true,
-            Event::QueryDone { .. } | Event::Exited(_) => {}
+            Event::QueryDone { .. } | Event::Mark { .. } | Event::Exited(_) => {}
         }
     }
 

@@ -1005,6 +1005,7 @@ impl<A: SimApp> Simulation<A> {
                 }
             }
             Event::Blocked => self.record(me, RecordKind::Blocked),
+            Event::Mark { .. } => {}
             Event::StateNeeded { view } => {
                 let Some(app) = self.nodes[i].app.as_ref() else {
                     return;

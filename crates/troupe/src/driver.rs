@@ -9,7 +9,7 @@
 //! back-pressure reaches `send().await` without the engine buffering more.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +105,10 @@ pub(crate) struct Shared {
     /// Messages queued by `GroupHandle::try_send` and not yet accepted by
     /// the engine (or dropped).
     pub unaccepted: AtomicUsize,
+    /// The mark set by `GroupHandle::set_mark`, and its signal to the driver.
+    pub mark: Mutex<Option<Bytes>>,
+    pub mark_dirty: AtomicBool,
+    pub mark_set: Notify,
 }
 
 /// A send or query waiting for room in the window.
@@ -237,12 +241,7 @@ impl Driver {
                         // its own.
                         tokio::task::yield_now().await;
                         self.tick();
-                        for _ in 1..INPUT_BATCH_MAX {
-                            match self.cmd_rx.try_recv() {
-                                Ok(c) => self.command(c),
-                                Err(_) => break,
-                            }
-                        }
+                        self.take_commands(1);
                     }
                     None => break,
                 },
@@ -265,6 +264,10 @@ impl Driver {
                     timer_not_before = Instant::now() + TIMER_SPACING_MIN;
                 }
                 () = self.shared.events_drained.notified(), if paused => self.tick(),
+                () = self.shared.mark_set.notified() => {
+                    self.tick();
+                    self.take_mark();
+                }
                 _ = metrics_tick.tick() => {
                     self.tick();
                     metrics::publish(&self.stats_base, &self.engine.stats(), self.transport.stats(), queued);
@@ -272,6 +275,27 @@ impl Driver {
             }
         }
         debug!(me = %self.engine.me(), "group driver stopped");
+    }
+
+    /// Takes the commands queued, up to [`INPUT_BATCH_MAX`] in all with the
+    /// `taken` already handled this turn.
+    fn take_commands(&mut self, taken: usize) {
+        for _ in taken..INPUT_BATCH_MAX {
+            match self.cmd_rx.try_recv() {
+                Ok(c) => self.command(c),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Hands the engine's events to the application; whether there were any.
+    fn forward_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.engine.poll_event() {
+            any = true;
+            self.event(ev);
+        }
+        any
     }
 
     /// Hands one read's datagrams to the engine; returns how many it took.
@@ -355,6 +379,22 @@ impl Driver {
         }
     }
 
+    /// Hands the engine the mark set through the handle, if it is new.
+    fn take_mark(&mut self) {
+        if self.shared.mark_dirty.swap(false, AtomicOrdering::AcqRel) {
+            self.apply_mark();
+        }
+    }
+
+    /// Hands the engine the mark last set through the handle.
+    fn apply_mark(&mut self) {
+        let mark = lock(&self.shared.mark).clone();
+        if let Some(m) = mark {
+            // The handle checked its length.
+            let _ = self.engine.set_mark(self.now(), m);
+        }
+    }
+
     /// Starts a new incarnation that joins through the first contacts and
     /// the members of the last view.
     fn rejoin(&mut self, now: Time, reply: oneshot::Sender<Result<MemberId, Error>>) {
@@ -387,6 +427,7 @@ impl Driver {
         self.exited = None;
         *lock(&self.shared.me) = me;
         *lock(&self.shared.view) = None;
+        self.apply_mark();
         if contacts.is_empty() {
             self.engine.create(now);
         } else {
@@ -405,10 +446,7 @@ impl Driver {
                 any = true;
                 self.transport.send(&t.addr, t.bytes);
             }
-            while let Some(ev) = self.engine.poll_event() {
-                any = true;
-                self.event(ev);
-            }
+            any |= self.forward_events();
             if !any {
                 break;
             }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -203,6 +203,9 @@ impl GroupBuilder {
             events_queued: AtomicUsize::new(0),
             events_drained: Notify::new(),
             unaccepted: AtomicUsize::new(0),
+            mark: Mutex::new(None),
+            mark_dirty: AtomicBool::new(false),
+            mark_set: Notify::new(),
         });
         let contacts: Vec<Addr> = cfg
             .join
@@ -513,6 +516,34 @@ impl GroupHandle {
             })
             .await??;
         Ok(Sent { view })
+    }
+
+    /// Publishes `mark` to the other members: they see it as
+    /// [`Event::Mark`], in this view and every later one, until it is set
+    /// again. A mark is the latest value of some progress (say, how far this
+    /// member's log is durable), not a message: it rides in the datagrams
+    /// the member sends anyway, values set in quick succession may reach the
+    /// others only as the last of them, and it is never ordered against
+    /// messages. It never waits: the driver takes the latest value at its
+    /// next turn, and carries it into a new incarnation after a rejoin.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] with [`troupe_core::SendError::TooLarge`] when `mark` is longer than
+    /// [`troupe_core::wire::MARK_BYTES_MAX`]; the mark published before stays.
+    pub fn set_mark(&self, mark: impl Into<Bytes>) -> Result<(), Error> {
+        let mark = mark.into();
+        let max = troupe_core::wire::MARK_BYTES_MAX;
+        if mark.len() > max {
+            return Err(Error::Send(troupe_core::SendError::TooLarge {
+                len: mark.len(),
+                max,
+            }));
+        }
+        *lock(&self.shared.mark) = Some(mark);
+        self.shared.mark_dirty.store(true, AtomicOrdering::Release);
+        self.shared.mark_set.notify_one();
+        Ok(())
     }
 
     /// Multicasts a query and gathers the replies (see [`QueryQuorum`]).

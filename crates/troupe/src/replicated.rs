@@ -204,6 +204,7 @@ async fn apply_loop<T: StateMachine>(
                 debug!(%view, bytes = snapshot.len(), "replicated state installed");
                 lock(&state).restore(&snapshot);
             }
+            Event::Mark { .. } => {}
             Event::Query { id, .. } => {
                 // Not ours to answer meaningfully; an empty reply keeps the asker from waiting.
                 let _ = handle.reply(id, Bytes::new()).await;
