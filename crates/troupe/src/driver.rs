@@ -256,6 +256,18 @@ impl Driver {
                             }
                         }
                     }
+                    // Hand the application what these datagrams delivered,
+                    // and let it answer before anything is sent: what it
+                    // sends in reply (the next proposal of a replicated
+                    // log, a new mark) then leaves in the same datagrams as
+                    // the acknowledgements, rather than in datagrams and
+                    // system calls of its own one turn later.
+                    if self.forward_events() {
+                        tokio::task::yield_now().await;
+                        self.tick();
+                        self.take_commands(0);
+                        self.take_mark();
+                    }
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     self.tick();
