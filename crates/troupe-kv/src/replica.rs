@@ -5,10 +5,13 @@
 //!
 //! A write is a [`Proposal`] multicast `Safe` on the group. Every member
 //! applies it in the group's total order, appends it to its write-ahead log
-//! (group commit on a writer thread), and once the log is synced multicasts
-//! a [`Durable`] mark. A client is answered when a majority of the
-//! *configured* cluster, among the members of the current view, has marked
-//! the write's index durable.
+//! (group commit on a writer thread), and once the log is synced publishes a
+//! [`Durable`] mark, (epoch, index), as its group mark
+//! ([`GroupHandle::set_mark`]): not a message, but a value that rides in the
+//! datagrams the member sends anyway, so that marking costs no sequence
+//! number, acknowledgement or delivery at every member. A client is answered
+//! when a majority of the *configured* cluster, among the members of the
+//! current view, has marked the write's index durable in the current epoch.
 //!
 //! # How a linearizable read is answered
 //!
@@ -115,6 +118,10 @@ use crate::wire::{
 /// Watch responses queued per watch stream before the watch is cancelled as
 /// too slow.
 pub const WATCH_QUEUE: usize = 1024;
+
+/// Most group events handled before the log writer is handed what they
+/// applied.
+const EVENTS_BATCH_MAX: usize = 64;
 
 /// How often lease clocks and group health are looked at.
 const TICK: Duration = Duration::from_millis(100);
@@ -496,7 +503,10 @@ pub struct Replica {
     origin: u64,
     next_req: u64,
     // Serving.
-    durable: BTreeMap<String, u64>,
+    /// The latest durable mark, (epoch, index), of each member of the view
+    /// by name, this member's own included; only those of the current epoch
+    /// count (see [`Replica::mark_of`]).
+    durable: BTreeMap<String, (u64, u64)>,
     /// The member must leave its group (it refused, or could not take, the
     /// group's state).
     leave: bool,
@@ -773,8 +783,12 @@ impl Replica {
                     });
                 }
             }
+            Event::Mark { from, mark } => match Durable::decode(mark.as_ref()) {
+                Ok(d) => self.on_durable(d),
+                Err(_) => warn!(member = %from, "undecodable durable mark ignored"),
+            },
             Event::Blocked => self.blocked = true,
-            Event::QueryDone { .. } | Event::Mark { .. } | Event::Exited(_) => {}
+            Event::QueryDone { .. } | Event::Exited(_) => {}
         }
     }
 
@@ -1186,7 +1200,8 @@ impl Replica {
             };
             self.apply_entry(epoch, cmd, waiter);
         }
-        self.flush_appends();
+        // The entries go to the log writer after the rest of this batch of
+        // events (see `run`).
         self.recompute_commit();
         if mine && self.proposal_in_flight == Some(p.req) {
             self.proposal_in_flight = None;
@@ -1257,30 +1272,42 @@ impl Replica {
         self.send_durable();
     }
 
-    /// Multicasts how far this member's log is durable, in its epoch: after
-    /// every sync, and again in every new view, so that a member that has
-    /// just joined learns where the others stand (its reads wait for marks
-    /// from a majority; see [`Replica::marked_by_majority`]).
+    /// Publishes how far this member's log is durable, in its epoch, as its
+    /// group mark, and counts it for this member: after every sync, and in
+    /// every new view (the group sends the mark to every new view itself;
+    /// this one counts it again after the view's departures are dropped).
+    /// A member that has just joined learns where the others stand from
+    /// their marks (its reads wait for marks from a majority; see
+    /// [`Replica::marked_by_majority`]).
     fn send_durable(&mut self) {
-        if let Some(epoch) = self.epoch() {
-            self.multicast(
-                Ordering::Fifo,
-                Msg::Durable(Durable {
-                    name: self.cfg.name.clone(),
-                    epoch,
-                    index: self.synced,
-                }),
-            );
-        }
+        let (Some(epoch), Some(h)) = (self.epoch(), &self.handle) else {
+            return;
+        };
+        let d = Durable {
+            name: self.cfg.name.clone(),
+            epoch,
+            index: self.synced,
+        };
+        // A name and two integers: far below the mark's limit.
+        let _ = h.set_mark(d.encode_to_vec());
+        self.on_durable(d);
     }
 
+    /// A member's durable mark (the latest it published, which the group
+    /// hands on once per new value; members of earlier versions multicast
+    /// it instead). Marks of another epoch are kept: a member may report the
+    /// epoch it serves before this one has adopted it, and that mark must
+    /// count once this one has.
     fn on_durable(&mut self, d: Durable) {
-        if self.epoch() != Some(d.epoch) {
-            return;
-        }
-        let e = self.durable.entry(d.name).or_insert(0);
-        *e = (*e).max(d.index);
+        let e = self.durable.entry(d.name).or_insert((0, 0));
+        *e = (*e).max((d.epoch, d.index));
         self.recompute_commit();
+    }
+
+    /// The index member `name` marked durable in the current epoch.
+    fn mark_of(&self, name: &str) -> Option<u64> {
+        let (epoch, index) = self.durable.get(name)?;
+        (Some(*epoch) == self.epoch()).then_some(*index)
     }
 
     fn recompute_commit(&mut self) {
@@ -1291,7 +1318,7 @@ impl Replica {
         let mut marks: Vec<u64> = self
             .view_names
             .iter()
-            .filter_map(|n| self.durable.get(n).copied())
+            .filter_map(|n| self.mark_of(n))
             .collect();
         if marks.len() < majority {
             return;
@@ -1369,7 +1396,7 @@ impl Replica {
     /// are in the view but have not (or will not) take it. Reads need it as
     /// well as the commit index, which never goes back.
     fn marked_by_majority(&self) -> bool {
-        self.majority_in_view(|n| self.durable.contains_key(n))
+        self.majority_in_view(|n| self.mark_of(n).is_some())
     }
 
     /// Whether the view holds a majority of the configured cluster (each
@@ -1913,6 +1940,7 @@ pub async fn run(cfg: ServeConfig, loaded: Loaded, mut requests: mpsc::Receiver<
             }
         };
         let mut events = r.attach(group, created);
+        let mut exited = false;
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -1921,8 +1949,25 @@ pub async fn run(cfg: ServeConfig, loaded: Loaded, mut requests: mpsc::Receiver<
                         break;
                     }
                     Some(ev) => {
-                        r.on_event(ev);
-                        if std::mem::take(&mut r.leave) {
+                        // Take what else is queued first: the proposals one
+                        // turn of the group delivered then reach the log
+                        // writer together, and share its next sync.
+                        let mut next = Some(ev);
+                        let mut taken = 0;
+                        while let Some(ev) = next.take() {
+                            if let Event::Exited(reason) = ev {
+                                warn!(?reason, "left the group");
+                                exited = true;
+                                break;
+                            }
+                            r.on_event(ev);
+                            taken += 1;
+                            if taken < EVENTS_BATCH_MAX {
+                                next = events.try_recv();
+                            }
+                        }
+                        r.flush_appends();
+                        if exited || std::mem::take(&mut r.leave) {
                             break;
                         }
                     }

@@ -20,7 +20,9 @@ pub enum Msg {
     /// Commands for the log, in order (sent `Safe`).
     #[prost(message, tag = "1")]
     Proposal(Proposal),
-    /// A member's log is durable up to an index (sent `Fifo`).
+    /// A member's log is durable up to an index. Members of earlier
+    /// versions multicast it `Fifo`; this one publishes it as its group mark
+    /// (`GroupHandle::set_mark`), and still takes it either way.
     #[prost(message, tag = "2")]
     Durable(Durable),
     /// A client kept a lease alive (sent `Fifo`).
