@@ -140,8 +140,9 @@ pub(crate) struct ViewState {
     pub ack_cap: Option<Vec<u64>>,
     /// Mutant support: messages delivered on arrival, skipped when processed.
     pub early: BTreeSet<(usize, u64)>,
-    /// `marks[j]`: the last mark of member `j` handed to the application.
-    pub marks: Vec<Option<Bytes>>,
+    /// `marks[j]`: the number of the last mark of member `j` handed to the
+    /// application (0: none yet).
+    pub marks: Vec<u64>,
     /// This member's mark goes out with its next datagrams (it is new, or
     /// the view is).
     pub mark_due: bool,
@@ -182,7 +183,7 @@ impl ViewState {
             arrivals: 0,
             ack_cap: None,
             early: BTreeSet::new(),
-            marks: vec![None; n],
+            marks: vec![0; n],
             mark_due: true,
             mark_resend_due: now,
         }
@@ -274,8 +275,10 @@ pub struct Engine {
     pub(crate) query_n: u64,
     pub(crate) queries: BTreeMap<u64, QueryState>,
     pub(crate) reply_cache: ReplyCache,
-    /// What this member publishes with [`Engine::set_mark`].
-    pub(crate) mark: Option<Bytes>,
+    /// What this member publishes with [`Engine::set_mark`], and its number.
+    pub(crate) mark: Option<(u64, Bytes)>,
+    /// How many marks this member has set.
+    pub(crate) mark_seq: u64,
     // Outputs.
     pub(crate) events: VecDeque<Event>,
     pub(crate) out: Outbox,
@@ -334,6 +337,7 @@ impl Engine {
             queries: BTreeMap::new(),
             reply_cache: ReplyCache::default(),
             mark: None,
+            mark_seq: 0,
             events: VecDeque::new(),
             out,
             stats: Stats::default(),
@@ -718,7 +722,7 @@ impl Engine {
             } => self.on_state_chunk(now, from, v, offset, total_len, bytes),
             Frame::QueryReply { query, payload } => self.on_query_reply(from, query, payload),
             Frame::QueryPoll { query } => self.on_query_poll(from, query),
-            Frame::Mark { mark } => self.on_mark(from, view, mark),
+            Frame::Mark { seq, mark } => self.on_mark(from, view, seq, mark),
         }
     }
 

@@ -69,8 +69,9 @@ pub enum Event {
         departed: Vec<MemberId>,
     },
     /// A member of the current view published a new mark (see
-    /// `Engine::set_mark`): the latest value it set, which may skip values
-    /// it set in between. Marks of this member itself are not reported.
+    /// `Engine::set_mark`): a value it set after every mark of it handed on
+    /// before in this view (values set in quick succession may be skipped,
+    /// never reordered). Marks of this member itself are not reported.
     Mark {
         /// Who published it.
         from: MemberId,

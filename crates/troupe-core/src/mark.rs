@@ -8,10 +8,12 @@
 //! the application sets a new one, at the start of every view, and again
 //! with an acknowledgement once a heartbeat interval has passed since it
 //! last went out, so a datagram lost to a full peer queue or a broken
-//! connection delays it by at most about a heartbeat interval. A receiver
-//! hands [`Event::Mark`] to its application when a member of its current
-//! view publishes a value other than the last one it handed on for that
-//! member in this view.
+//! connection delays it by at most about a heartbeat interval. Marks are
+//! numbered in the order the member sets them; a receiver hands
+//! [`Event::Mark`] to its application when a member of its current view
+//! sends one numbered above the last it handed on for that member in this
+//! view, so a datagram that arrives late (reordered, or from a connection
+//! being replaced) never brings an older value back.
 //!
 //! What it is for: a protocol whose members each report progress to all the
 //! others (Derecho's persisted counters, a replicated log's durable index)
@@ -44,8 +46,9 @@ impl Engine {
                 max: MARK_BYTES_MAX,
             });
         }
-        if self.mark.as_ref() != Some(&mark) {
-            self.mark = Some(mark);
+        if self.mark.as_ref().map(|(_, m)| m) != Some(&mark) {
+            self.mark_seq += 1;
+            self.mark = Some((self.mark_seq, mark));
             if let Some(vs) = &mut self.vs {
                 vs.mark_due = true;
             }
@@ -57,28 +60,37 @@ impl Engine {
     /// (new, or the view is), or if `heartbeat` and a heartbeat interval
     /// has passed since it last went out.
     pub(crate) fn send_mark_if_due(&mut self, now: Time, heartbeat: bool) {
-        let Some(mark) = &self.mark else { return };
+        let Some((seq, mark)) = &self.mark else {
+            return;
+        };
         let Some(vs) = &mut self.vs else { return };
         if !(vs.mark_due || heartbeat && vs.mark_resend_due <= now) {
             return;
         }
         vs.mark_due = false;
         vs.mark_resend_due = now.plus(self.cfg.heartbeat_interval);
-        self.out
-            .multicast(&vs.view, vs.me, &Frame::Mark { mark: mark.clone() });
+        self.out.multicast(
+            &vs.view,
+            vs.me,
+            &Frame::Mark {
+                seq: *seq,
+                mark: mark.clone(),
+            },
+        );
     }
 
-    /// A member's mark: handed on if it is new for that member in this view.
-    pub(crate) fn on_mark(&mut self, from: MemberId, view: ViewId, mark: Bytes) {
+    /// A member's mark: handed on if it is newer than the last one handed
+    /// on for that member in this view.
+    pub(crate) fn on_mark(&mut self, from: MemberId, view: ViewId, seq: u64, mark: Bytes) {
         let Some(vs) = &mut self.vs else { return };
         if view != vs.view.id {
             return;
         }
         let Some(j) = vs.view.rank(from) else { return };
-        if vs.marks[j].as_ref() == Some(&mark) {
+        if seq <= vs.marks[j] {
             return;
         }
-        vs.marks[j] = Some(mark.clone());
+        vs.marks[j] = seq;
         self.emit(Event::Mark { from, mark });
     }
 }

@@ -873,3 +873,26 @@ fn a_mark_longer_than_its_limit_is_refused_and_the_old_one_stays() {
     net.run_for(Duration::from_millis(100));
     assert_eq!(marks_from(&net, 2, 1), vec![Bytes::from("ok")]);
 }
+
+#[test]
+fn marks_arrive_in_the_order_they_were_set_despite_reordering() {
+    let mut net = Net::group(3, 34);
+    net.jitter_us = 5000;
+    for v in 1..=40u64 {
+        let now = net.now;
+        net.engine(1)
+            .set_mark(now, Bytes::from(v.to_le_bytes().to_vec()))
+            .unwrap();
+        net.run_for(Duration::from_micros(300));
+    }
+    net.jitter_us = 0;
+    net.run_for(Duration::from_millis(200));
+    for n in [2, 3] {
+        let got: Vec<u64> = marks_from(&net, n, 1)
+            .iter()
+            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
+            .collect();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "member {n}: {got:?}");
+        assert_eq!(got.last(), Some(&40), "member {n}");
+    }
+}

@@ -35,7 +35,7 @@
 //! |  17 | `StateChunk`   | view:view_id, offset, total_len, bytes:bytes              |
 //! |  18 | `QueryReply`   | query:query_id, payload:bytes                             |
 //! |  19 | `QueryPoll`    | query:query_id                                            |
-//! |  20 | `Mark`         | mark:bytes (at most [`MARK_BYTES_MAX`])                   |
+//! |  20 | `Mark`         | seq, mark:bytes (at most [`MARK_BYTES_MAX`])              |
 //!
 //! Tag 0 and tags above 20 are refused with [`DecodeError::UnknownFrame`]. The
 //! composite fields:
@@ -306,6 +306,10 @@ pub enum Frame {
     /// The sender's mark, as its application last set it (see
     /// `Engine::set_mark`): the latest one wins.
     Mark {
+        /// Which of the sender's marks: they are numbered from 1 in the
+        /// order it set them, so that a receiver never takes an older one
+        /// for news.
+        seq: u64,
         /// At most [`MARK_BYTES_MAX`] bytes.
         mark: Bytes,
     },
@@ -673,8 +677,9 @@ pub fn encode_frame(buf: &mut BytesMut, frame: &Frame) {
             buf.put_u8(TAG_QUERY_POLL);
             put_query_id(buf, *query);
         }
-        Frame::Mark { mark } => {
+        Frame::Mark { seq, mark } => {
             buf.put_u8(TAG_MARK);
+            put_varint(buf, *seq);
             put_bytes(buf, mark);
         }
     }
@@ -768,7 +773,7 @@ pub fn frame_len_max(frame: &Frame) -> usize {
         Frame::Commit { proposal } => proposal_len_max(proposal),
         Frame::NotMember { .. } => TRIPLE_LEN_MAX + MEMBER_LEN_MAX,
         Frame::QueryPoll { .. } => TRIPLE_LEN_MAX,
-        Frame::Mark { mark } => bytes_len_max(mark.len()),
+        Frame::Mark { seq, mark } => varint_len(*seq).saturating_add(bytes_len_max(mark.len())),
         Frame::StateRequest { offset, .. } => TRIPLE_LEN_MAX + varint_len(*offset),
         Frame::StateChunk {
             offset,
@@ -1175,11 +1180,12 @@ impl Cursor {
                 query: self.query_id()?,
             },
             TAG_MARK => {
+                let seq = self.varint("mark seq")?;
                 let mark = self.bytes("mark")?;
                 if mark.len() > MARK_BYTES_MAX {
                     return Err(DecodeError::Length("mark"));
                 }
-                Frame::Mark { mark }
+                Frame::Mark { seq, mark }
             }
             tag => return Err(DecodeError::UnknownFrame(tag)),
         })
@@ -1426,6 +1432,7 @@ mod tests {
                 },
             },
             Frame::Mark {
+                seq: 300,
                 mark: Bytes::from_static(b"epoch 3, index 17"),
             },
         ]
@@ -1595,14 +1602,15 @@ mod tests {
 
     #[test]
     fn mark_longer_than_its_limit_is_refused() {
-        let mut rest = vec![TAG_MARK];
+        let mut rest = vec![TAG_MARK, 5];
         let len = MARK_BYTES_MAX + 1;
         rest.extend_from_slice(&[(len as u8) | 0x80, (len >> 7) as u8]);
         rest.resize(rest.len() + len, 7);
         assert_eq!(first_frame(&rest), Err(DecodeError::Length("mark")));
         assert_eq!(
-            first_frame(&[TAG_MARK, 2, 1, 2]),
+            first_frame(&[TAG_MARK, 5, 2, 1, 2]),
             Ok(Frame::Mark {
+                seq: 5,
                 mark: Bytes::from_static(&[1, 2])
             })
         );
