@@ -82,12 +82,18 @@ impl Engine {
     /// A member's mark: handed on if it is newer than the last one handed
     /// on for that member in this view.
     pub(crate) fn on_mark(&mut self, from: MemberId, view: ViewId, seq: u64, mark: Bytes) {
+        let out_of_order = self.mutant(mutant!(MarkOutOfOrder));
         let Some(vs) = &mut self.vs else { return };
         if view != vs.view.id {
             return;
         }
         let Some(j) = vs.view.rank(from) else { return };
-        if seq <= vs.marks[j] {
+        let stale = if out_of_order {
+            seq == vs.marks[j]
+        } else {
+            seq <= vs.marks[j]
+        };
+        if stale {
             return;
         }
         vs.marks[j] = seq;

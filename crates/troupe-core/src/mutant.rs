@@ -32,11 +32,14 @@ pub enum Mutant {
     NeverExclude,
     /// Messages received for an older view are delivered in the current one.
     DeliverInWrongView,
+    /// A member hands on any mark numbered other than the last one it
+    /// handed on, older ones included.
+    MarkOutOfOrder,
 }
 
 impl Mutant {
     /// All mutants.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::SkipFlush,
         Mutant::CutWithoutUnion,
         Mutant::IgnoreVectorClock,
@@ -50,6 +53,7 @@ impl Mutant {
         Mutant::DropHeldSends,
         Mutant::NeverExclude,
         Mutant::DeliverInWrongView,
+        Mutant::MarkOutOfOrder,
     ];
 
     /// The name used on the command line.
@@ -68,6 +72,7 @@ impl Mutant {
             Mutant::DropHeldSends => "drop-held-sends",
             Mutant::NeverExclude => "never-exclude",
             Mutant::DeliverInWrongView => "deliver-in-wrong-view",
+            Mutant::MarkOutOfOrder => "mark-out-of-order",
         }
     }
 

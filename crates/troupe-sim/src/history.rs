@@ -134,6 +134,19 @@ pub enum RecordKind {
         /// How many members departed before replying.
         departed: u32,
     },
+    /// The application published a new mark (`Engine::set_mark`); the
+    /// simulator's workload publishes how many messages it has delivered.
+    MarkSet {
+        /// The mark, as a number.
+        value: u64,
+    },
+    /// The engine handed on another member's mark.
+    MarkSeen {
+        /// Who published it.
+        from: MemberIdRepr,
+        /// The mark, as a number (`u64::MAX` if it was not 8 bytes).
+        value: u64,
+    },
 }
 
 /// One recorded event.

@@ -353,6 +353,10 @@ struct Node<A> {
     same_instant_fires: u32,
     /// Messages sent by this incarnation (the next key is `sent + 1`).
     sent: u64,
+    /// Messages delivered to this incarnation, and the last count it
+    /// published as its mark (the workload's marks are that count).
+    delivered: u64,
+    marked: u64,
     /// A send refused with `WouldBlock`, to retry.
     pending: Option<(troupe_core::Ordering, Bytes, MsgKey)>,
 }
@@ -549,6 +553,8 @@ impl<A: SimApp> Simulation<A> {
                 last_fire_ns: 0,
                 same_instant_fires: 0,
                 sent: 0,
+                delivered: 0,
+                marked: 0,
                 pending: None,
             })
             .collect();
@@ -738,6 +744,8 @@ impl<A: SimApp> Simulation<A> {
         node.leaving = false;
         node.has_state = false;
         node.sent = 0;
+        node.delivered = 0;
+        node.marked = 0;
         node.pending = None;
         node.backlog.clear();
         node.timer = None;
@@ -850,6 +858,7 @@ impl<A: SimApp> Simulation<A> {
                 busy = true;
                 self.on_event(i, &mut engine, ev);
             }
+            busy |= self.publish_mark(i, &mut engine);
             if !busy {
                 break;
             }
@@ -857,6 +866,27 @@ impl<A: SimApp> Simulation<A> {
         let due = engine.poll_timeout();
         self.nodes[i].engine = Some(engine);
         self.set_timer(i, due);
+    }
+
+    /// Publishes how many messages this member has delivered as its mark,
+    /// when that changed; whether it did.
+    fn publish_mark(&mut self, i: usize, engine: &mut Engine) -> bool {
+        let node = &mut self.nodes[i];
+        if !node.member || node.delivered == node.marked {
+            return false;
+        }
+        node.marked = node.delivered;
+        let value = node.delivered;
+        let local = node.clock.local(self.now);
+        let me = node.me();
+        if engine
+            .set_mark(local, Bytes::copy_from_slice(&value.to_le_bytes()))
+            .is_err()
+        {
+            return false;
+        }
+        self.record(me, RecordKind::MarkSet { value });
+        true
     }
 
     fn set_timer(&mut self, i: usize, due_local: Option<Time>) {
@@ -1000,12 +1030,24 @@ impl<A: SimApp> Simulation<A> {
                         digest,
                     },
                 );
+                self.nodes[i].delivered += 1;
                 if let Some(app) = self.nodes[i].app.as_mut() {
                     app.apply(&d);
                 }
             }
             Event::Blocked => self.record(me, RecordKind::Blocked),
-            Event::Mark { .. } => {}
+            Event::Mark { from, mark } => {
+                // A mark the workload did not set (not 8 bytes) is recorded
+                // as a value nobody set, for K1 to see.
+                let value = <[u8; 8]>::try_from(mark.as_ref()).map_or(u64::MAX, u64::from_le_bytes);
+                self.record(
+                    me,
+                    RecordKind::MarkSeen {
+                        from: from.into(),
+                        value,
+                    },
+                );
+            }
             Event::StateNeeded { view } => {
                 let Some(app) = self.nodes[i].app.as_ref() else {
                     return;
@@ -1618,6 +1660,15 @@ fn hash_record(h: &mut TraceHash, now: u64, member: MemberId, kind: &RecordKind)
             h.word(11);
             h.word(u64::from(*replies));
             h.word(u64::from(*departed));
+        }
+        RecordKind::MarkSet { value } => {
+            h.word(12);
+            h.word(*value);
+        }
+        RecordKind::MarkSeen { from, value } => {
+            h.word(13);
+            hash_member(h, *from);
+            h.word(*value);
         }
     }
 }

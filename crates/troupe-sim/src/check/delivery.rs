@@ -659,6 +659,6 @@ mod tests {
         h.deliver(&[a, b], k);
         let r = check_all(&h.build());
         assert!(r.is_ok());
-        assert_eq!(r.skipped, vec![Property::M4, Property::V5]);
+        assert_eq!(r.skipped, vec![Property::M4, Property::V5, Property::K2]);
     }
 }

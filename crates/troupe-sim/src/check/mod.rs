@@ -23,7 +23,8 @@
 //! - `membership`: M1-M4 (and the failover/join measurements),
 //! - `delivery`: V1-V5,
 //! - `order`: O1-O4,
-//! - `state`: S1-S2.
+//! - `state`: S1-S2,
+//! - `marks`: K1-K2, troupe's own properties of `Engine::set_mark`.
 //!
 //! All checkers share one index of the history, built in a single pass, so
 //! that each is near-linear in the number of records: hash maps keyed by
@@ -33,6 +34,7 @@
 
 mod delivery;
 pub mod linearizable;
+mod marks;
 mod membership;
 mod order;
 mod state;
@@ -88,11 +90,15 @@ pub enum Property {
     S1,
     /// S2 replicated determinism.
     S2,
+    /// K1 mark integrity (marks are troupe's own; not in `GUARANTEES.md`).
+    K1,
+    /// K2 mark liveness.
+    K2,
 }
 
 impl Property {
-    /// Every property, in the order of `GUARANTEES.md`.
-    pub const ALL: [Property; 15] = [
+    /// Every property, in the order of `GUARANTEES.md`, then troupe's own.
+    pub const ALL: [Property; 17] = [
         Property::M1,
         Property::M2,
         Property::M3,
@@ -108,6 +114,8 @@ impl Property {
         Property::O4,
         Property::S1,
         Property::S2,
+        Property::K1,
+        Property::K2,
     ];
 
     /// The property's name in `GUARANTEES.md`, e.g. "view agreement".
@@ -128,6 +136,8 @@ impl Property {
             Property::O4 => "uniformity (safe)",
             Property::S1 => "state transfer",
             Property::S2 => "replicated determinism",
+            Property::K1 => "mark integrity",
+            Property::K2 => "mark liveness",
         }
     }
 }
@@ -237,6 +247,11 @@ pub fn check_all(history: &History) -> Report {
 
     state::s1_state_transfer(&ix, &mut sink);
     state::s2_replicated_determinism(&ix, &mut sink);
+
+    marks::k1_mark_integrity(&ix, &mut sink);
+    if !marks::k2_mark_liveness(&ix, &mut sink) {
+        skipped.push(Property::K2);
+    }
 
     let (failover_ns, join_ns) = membership::measure_failover_and_join(&ix);
     let (violations, counts) = sink.finish();
@@ -383,6 +398,8 @@ pub fn describe_record(r: &Record) -> String {
         RecordKind::QueryDone { replies, departed } => {
             format!("query done: {replies} replies, {departed} departed")
         }
+        RecordKind::MarkSet { value } => format!("mark set to {value}"),
+        RecordKind::MarkSeen { from, value } => format!("mark {value} from {}", fm(*from)),
     }
 }
 
