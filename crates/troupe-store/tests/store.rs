@@ -222,6 +222,16 @@ fn build(dir: &Path, last: u64, seg: u64) -> PathBuf {
     path
 }
 
+/// Appends up to entry `to`, reopens, and checks that every entry from 1
+/// comes back and nothing is cut: the log goes on after a cut as before it.
+fn continue_and_reopen(mut store: Store, dir: &Path, seg: u64, to: u64) {
+    fill(&mut store, to, 2);
+    drop(store);
+    let (_, rec) = Store::open(dir, opts(seg)).expect("reopen");
+    assert_entries(&rec, 1, to);
+    assert_eq!(rec.tail_cut, None);
+}
+
 fn trim_to_records(path: &Path) {
     let end = records_end(&fs::read(path).expect("read"));
     fs::OpenOptions::new()
@@ -247,7 +257,7 @@ fn torn_tail_at_every_byte_of_the_last_record_is_cut() {
             let victim = tmp.path().join(name);
             fs::write(&victim, &bytes[..cut]).expect("truncate");
 
-            let (mut store, rec) = Store::open(tmp.path(), opts(seg)).expect("torn tail opens");
+            let (store, rec) = Store::open(tmp.path(), opts(seg)).expect("torn tail opens");
             assert_entries(&rec, 1, 19);
             if cut == last_start {
                 assert_eq!(
@@ -266,11 +276,7 @@ fn torn_tail_at_every_byte_of_the_last_record_is_cut() {
                 last_start as u64
             );
             // The log continues where the cut left it.
-            fill(&mut store, 25, 2);
-            drop(store);
-            let (_, rec) = Store::open(tmp.path(), opts(seg)).expect("reopen");
-            assert_entries(&rec, 1, 25);
-            assert_eq!(rec.tail_cut, None);
+            continue_and_reopen(store, tmp.path(), seg, 25);
         }
     }
 }
@@ -765,24 +771,25 @@ fn segments_reserve_zeroed_room_that_recovery_keeps_and_appends_reuse() {
     assert!(bytes[records_end as usize..].iter().all(|b| *b == 0));
     // Reserved room is not a torn tail: nothing is cut, and the next
     // records go right after the last one.
-    let (mut store, rec) = Store::open(tmp.path(), opts(seg_bytes)).expect("reopen");
+    let (store, rec) = Store::open(tmp.path(), opts(seg_bytes)).expect("reopen");
     assert_entries(&rec, 1, 10);
     assert_eq!(rec.tail_cut, None);
-    fill(&mut store, 20, 4);
+    continue_and_reopen(store, tmp.path(), seg_bytes, 20);
+}
+
+/// Entries 1..=400 in segments of 4 KiB: their size and their files.
+fn rolled_over(dir: &Path) -> (u64, Vec<PathBuf>) {
+    let seg_bytes = 4096;
+    let (mut store, _) = Store::open(dir, opts(seg_bytes)).expect("open");
+    fill(&mut store, 400, 7);
     drop(store);
-    let (_, rec) = Store::open(tmp.path(), opts(seg_bytes)).expect("reopen");
-    assert_entries(&rec, 1, 20);
-    assert_eq!(rec.tail_cut, None);
+    (seg_bytes, segments_of(dir))
 }
 
 #[test]
 fn a_segment_rolled_over_is_cut_to_its_records() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let seg_bytes = 4096;
-    let (mut store, _) = Store::open(tmp.path(), opts(seg_bytes)).expect("open");
-    fill(&mut store, 400, 7);
-    drop(store);
-    let segs = segments_of(tmp.path());
+    let (seg_bytes, segs) = rolled_over(tmp.path());
     assert!(segs.len() > 2, "{segs:?}");
     for s in &segs[..segs.len() - 1] {
         let bytes = fs::read(s).expect("read");
@@ -802,11 +809,7 @@ fn a_segment_rolled_over_is_cut_to_its_records() {
 #[test]
 fn zero_bytes_after_the_records_of_a_segment_that_is_not_the_last_refuse_to_open() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let seg_bytes = 4096;
-    let (mut store, _) = Store::open(tmp.path(), opts(seg_bytes)).expect("open");
-    fill(&mut store, 400, 7);
-    drop(store);
-    let segs = segments_of(tmp.path());
+    let (seg_bytes, segs) = rolled_over(tmp.path());
     let victim = &segs[0];
     let mut bytes = fs::read(victim).expect("read");
     let offs = record_offsets(&bytes);
@@ -843,7 +846,7 @@ fn a_torn_last_record_followed_by_reserved_zeros_is_cut() {
             *x = 0;
         }
         fs::write(&victim, &b).expect("write");
-        let (mut store, rec) = Store::open(tmp.path(), opts(seg)).expect("opens");
+        let (store, rec) = Store::open(tmp.path(), opts(seg)).expect("opens");
         assert_entries(&rec, 1, 19);
         if b[last_start..].iter().all(|x| *x == 0) {
             assert_eq!(rec.tail_cut, None, "only zeros are left of the record");
@@ -854,10 +857,6 @@ fn a_torn_last_record_followed_by_reserved_zeros_is_cut() {
                 (last_start as u64, (b.len() - last_start) as u64)
             );
         }
-        fill(&mut store, 25, 2);
-        drop(store);
-        let (_, rec) = Store::open(tmp.path(), opts(seg)).expect("reopen");
-        assert_entries(&rec, 1, 25);
-        assert_eq!(rec.tail_cut, None);
+        continue_and_reopen(store, tmp.path(), seg, 25);
     }
 }
