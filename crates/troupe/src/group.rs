@@ -19,6 +19,7 @@ use troupe_core::{
 use crate::config::{ConfigError, GroupConfig};
 use crate::driver::{self, lock, Command, Driver, QueryResult, Shared, EVENTS_QUEUED_HIGH};
 use crate::error::Error;
+use crate::faults::FaultInjector;
 use crate::tls::{self, PeerTls, TlsFiles};
 use crate::transport::{Limits, Transport};
 
@@ -40,19 +41,23 @@ const FRAME_SLACK_BYTES: usize = 64 << 10;
 #[derive(Clone, Debug)]
 pub struct GroupBuilder {
     cfg: GroupConfig,
+    faults: FaultInjector,
 }
 
 impl GroupBuilder {
     /// A builder from a whole configuration (e.g. read from a TOML file).
     pub fn from_config(cfg: GroupConfig) -> GroupBuilder {
-        GroupBuilder { cfg }
+        GroupBuilder {
+            cfg,
+            faults: FaultInjector::new(),
+        }
     }
 
     /// A builder from a TOML file (see [`GroupConfig`] for the fields).
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<GroupBuilder, ConfigError> {
-        Ok(GroupBuilder {
-            cfg: GroupConfig::from_toml_file(path)?,
-        })
+        Ok(GroupBuilder::from_config(GroupConfig::from_toml_file(
+            path,
+        )?))
     }
 
     /// The configuration so far.
@@ -135,10 +140,19 @@ impl GroupBuilder {
         self
     }
 
+    /// Faults for this member's transport to inject (lost datagrams, blocked
+    /// peers: see [`crate::faults`]), for tests. The injector can be changed
+    /// at any time, through it or [`GroupHandle::faults`]; by default each
+    /// member has its own, injecting nothing.
+    pub fn faults(mut self, faults: FaultInjector) -> GroupBuilder {
+        self.faults = faults;
+        self
+    }
+
     /// Binds the listener, starts the driver, creates the group (no
     /// contacts) or joins it, and returns once the first view is installed.
     pub async fn start(self) -> Result<Group, Error> {
-        let cfg = self.cfg;
+        let GroupBuilder { cfg, faults } = self;
         cfg.validate()?;
         // The files are read before the port is bound: a wrong file is the
         // error, not a member that nobody can reach.
@@ -194,7 +208,14 @@ impl GroupBuilder {
             Some(t) => info!(cluster = %t.cluster, "member-to-member traffic over TLS"),
             None => info!("member-to-member traffic is plaintext TCP"),
         }
-        let transport = Transport::start(listener, local_addr, limits, inbound_tx, tls);
+        let transport = Transport::start(
+            listener,
+            local_addr,
+            limits,
+            inbound_tx,
+            tls,
+            faults.clone(),
+        );
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -248,6 +269,7 @@ impl GroupBuilder {
             shared: shared.clone(),
             local,
             join_timeout,
+            faults,
         };
         handle.wait_view().await?;
         Ok(Group {
@@ -289,12 +311,10 @@ pub struct Group {
 impl Group {
     /// A builder for a member of the group named `group`.
     pub fn builder(group: impl Into<String>) -> GroupBuilder {
-        GroupBuilder {
-            cfg: GroupConfig {
-                group: group.into(),
-                ..GroupConfig::default()
-            },
-        }
+        GroupBuilder::from_config(GroupConfig {
+            group: group.into(),
+            ..GroupConfig::default()
+        })
     }
 
     /// A handle that can be cloned into other tasks.
@@ -379,6 +399,7 @@ pub struct GroupHandle {
     shared: Arc<Shared>,
     local: SocketAddr,
     join_timeout: Duration,
+    faults: FaultInjector,
 }
 
 /// Messages queued by [`GroupHandle::try_send`] and not yet accepted by the
@@ -441,6 +462,11 @@ impl GroupHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The faults this member's transport injects (see [`crate::faults`]).
+    pub fn faults(&self) -> &FaultInjector {
+        &self.faults
     }
 
     /// Multicasts `payload` with `ordering`. When this member's window of

@@ -57,6 +57,7 @@
 mod config;
 mod driver;
 mod error;
+pub mod faults;
 mod group;
 mod metrics;
 mod replicated;
@@ -66,6 +67,7 @@ mod transport;
 pub use config::{ConfigError, GroupConfig};
 pub use driver::QueryResult;
 pub use error::Error;
+pub use faults::{FaultInjector, Faults, FaultsError};
 pub use group::{Events, Group, GroupBuilder, GroupHandle, Sent, TrySendError};
 pub use replicated::{Replicated, StateMachine};
 pub use tls::{TlsError, TlsFiles};

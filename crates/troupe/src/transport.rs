@@ -55,6 +55,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::faults::FaultInjector;
 use crate::tls::{self, PeerTls};
 
 /// Bytes of the length prefix of a frame.
@@ -273,18 +274,21 @@ pub(crate) struct Transport {
     stats: Arc<TransportStats>,
     bad_addr_logged: bool,
     tls: Option<Arc<PeerTls>>,
+    faults: FaultInjector,
 }
 
 impl Transport {
     /// Starts accepting on `listener`; frames go to `inbound_tx`. `local_addr`
     /// is this member's advertised address: datagrams to it loop back.
     /// With `tls`, every connection, both ways, runs over member-to-member TLS.
+    /// Datagrams are discarded as `faults` says (see [`crate::faults`]).
     pub fn start(
         listener: TcpListener,
         local_addr: Bytes,
         limits: Limits,
         inbound_tx: mpsc::Sender<Inbound>,
         tls: Option<Arc<PeerTls>>,
+        faults: FaultInjector,
     ) -> Transport {
         let stats = Arc::new(TransportStats::default());
         let accept_task = tokio::spawn(accept_loop(
@@ -303,6 +307,7 @@ impl Transport {
             stats,
             bad_addr_logged: false,
             tls,
+            faults,
         }
     }
 
@@ -321,6 +326,9 @@ impl Transport {
                 frames: vec![bytes],
                 conn: None,
             });
+            return;
+        }
+        if self.faults.drops(addr) {
             return;
         }
         if bytes.len() > self.limits.frame_bytes_max {

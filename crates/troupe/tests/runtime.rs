@@ -230,3 +230,79 @@ async fn try_send_queues_in_order_and_hands_back_what_does_not_fit() {
     .await
     .expect("test timed out");
 }
+
+/// Reads events of `g` until its view has exactly `n` members; returns the
+/// payloads delivered meanwhile.
+async fn until_view_size(g: &mut troupe::Group, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while g.view().map_or(0, |v| v.members.len()) != n {
+        if let Ok(Some(Event::Deliver(d))) = timeout(Duration::from_millis(100), g.recv()).await {
+            got.push(d.payload.to_vec());
+        }
+    }
+    got
+}
+
+/// The transport's fault injection makes a real partition: the two members
+/// that still reach each other exclude the third and go on delivering; the
+/// third delivers nothing of theirs; once healed it learns it was excluded,
+/// and rejoins as a new incarnation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_injected_by_the_transport_excludes_the_minority_until_it_rejoins() {
+    timeout(TEST_TIMEOUT, async {
+        let mut gs = group_of("t-partition", 3).await;
+        let addr = |g: &troupe::Group| g.local_addr().to_string();
+        let (a0, a1, a2) = (addr(&gs[0]), addr(&gs[1]), addr(&gs[2]));
+        let block = |addrs: Vec<String>| troupe::Faults {
+            drop: 0.0,
+            block: addrs,
+        };
+        gs[0].faults().set(block(vec![a2.clone()])).expect("valid");
+        gs[1].faults().set(block(vec![a2.clone()])).expect("valid");
+        gs[2].faults().set(block(vec![a0, a1])).expect("valid");
+        let old = gs[2].me();
+
+        until_view_size(&mut gs[0], 2).await;
+        until_view_size(&mut gs[1], 2).await;
+        gs[0]
+            .send(Ordering::Safe, "majority")
+            .await
+            .expect("the majority sends");
+        assert_eq!(deliveries(&mut gs[1], 1).await, vec![b"majority".to_vec()]);
+        assert!(gs[0].faults().dropped() > 0 && gs[2].faults().dropped() > 0);
+
+        // The minority delivers nothing of the majority's while cut off.
+        let mut minority = Vec::new();
+        while let Ok(Some(ev)) = timeout(Duration::from_millis(500), gs[2].recv()).await {
+            minority.push(ev);
+        }
+        assert!(
+            !minority.iter().any(|e| matches!(e, Event::Deliver(_))),
+            "the cut-off member delivered: {minority:?}"
+        );
+
+        for g in &gs {
+            g.faults().clear();
+        }
+        let excluded = timeout(Duration::from_secs(20), async {
+            loop {
+                match gs[2].recv().await {
+                    Some(Event::Exited(r)) => break Some(r),
+                    Some(Event::Deliver(d)) => panic!("delivered after the heal: {d:?}"),
+                    Some(_) => {}
+                    None => break None,
+                }
+            }
+        })
+        .await
+        .expect("the healed member learns it was excluded");
+        assert_eq!(excluded, Some(troupe::ExitReason::Excluded));
+        let new = gs[2].rejoin().await.expect("rejoins");
+        assert_ne!(new, old);
+        for g in gs.iter_mut() {
+            until_view_size(g, 3).await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
