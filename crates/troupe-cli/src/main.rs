@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod certs;
 mod demo;
+mod faults;
 mod node;
 mod procs;
 mod serve;

@@ -114,6 +114,12 @@ pub struct ServeArgs {
     /// not start. Plaintext is logged as a warning either way.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// For tests: transport faults from a TOML file, read again every 100 ms
+    /// (`drop = 0.1` loses 10% of datagrams to peers; `block = ["host:port"]`
+    /// sends nothing to those peers; block each other both ways for a
+    /// partition). Write it atomically (rename over it).
+    #[arg(long)]
+    fault_file: Option<PathBuf>,
 }
 
 fn first_url(s: &str) -> Result<String> {
@@ -189,6 +195,7 @@ fn config(a: &ServeArgs) -> Result<ServeConfig> {
         client_tls,
         peer_tls,
         insecure_plaintext: a.insecure_plaintext,
+        faults: troupe::FaultInjector::new(),
     };
     cfg.validate()?;
     Ok(cfg)
@@ -202,12 +209,15 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let cfg = config(&args)?;
+    let mut cfg = config(&args)?;
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");
     }
     let rt = crate::runtime(args.worker_threads)?;
     rt.block_on(async {
+        if let Some(path) = &args.fault_file {
+            cfg.faults = crate::faults::watch(path)?;
+        }
         tokio::select! {
             r = troupe_kv::serve(cfg) => r.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(()),

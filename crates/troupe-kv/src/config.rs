@@ -75,6 +75,9 @@ pub struct ServeConfig {
     /// clients and for members does not start. Plaintext is logged as a
     /// warning either way.
     pub insecure_plaintext: bool,
+    /// Faults the member's transport injects (`--fault-file`, for tests);
+    /// the default injects none.
+    pub faults: troupe::FaultInjector,
 }
 
 /// Strips `http://` or `https://` and a trailing `/` from a URL.

@@ -1880,7 +1880,8 @@ async fn form_group(cfg: &ServeConfig) -> (Group, bool) {
                 .advertise(cfg.advertise_peer.clone())
                 .suspect_timeout(cfg.suspect_timeout)
                 .heartbeat_interval(cfg.suspect_timeout / 5)
-                .join_timeout(join_wait);
+                .join_timeout(join_wait)
+                .faults(cfg.faults.clone());
             let b = match &cfg.peer_tls {
                 Some(files) => b.tls(files.clone()),
                 None => b,

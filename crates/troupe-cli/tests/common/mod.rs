@@ -16,6 +16,8 @@ pub struct Member {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Its `--fault-file` (empty: no faults).
+    pub faults: PathBuf,
     pub child: Option<Child>,
 }
 
@@ -56,6 +58,7 @@ impl Cluster {
                 Member {
                     data_dir: dir.path().join(format!("{name}.data")),
                     log: dir.path().join(format!("{name}.log")),
+                    faults: dir.path().join(format!("{name}.faults.toml")),
                     name,
                     client_port: free_port(),
                     peer_port: free_port(),
@@ -85,6 +88,7 @@ impl Cluster {
             c.members.push(Member {
                 data_dir: c.dir.path().join(format!("{name}.data")),
                 log: c.dir.path().join(format!("{name}.log")),
+                faults: c.dir.path().join(format!("{name}.faults.toml")),
                 name,
                 client_port: free_port(),
                 peer_port: free_port(),
@@ -118,6 +122,9 @@ impl Cluster {
             .append(true)
             .open(&m.log)
             .unwrap_or_else(|e| panic!("log file: {e}"));
+        if !m.faults.exists() {
+            write_atomically(&m.faults, "");
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_troupe"))
             .args([
                 "serve",
@@ -135,6 +142,8 @@ impl Cluster {
                 "500",
                 "--log",
                 "info",
+                "--fault-file",
+                &m.faults.display().to_string(),
                 // Where a test gives no TLS flags, plaintext (it says so).
                 "--insecure-plaintext",
             ])
@@ -159,6 +168,40 @@ impl Cluster {
     pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
         if let Some(pid) = self.members[i].pid() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    /// Replaces member `i`'s transport faults (TOML, see `troupe::Faults`);
+    /// it applies them within 100 ms (wait [`FAULTS_APPLIED`] to be sure).
+    pub fn set_faults(&self, i: usize, toml: &str) {
+        write_atomically(&self.members[i].faults, toml);
+    }
+
+    /// Cuts member `i` off from every other member, both ways (clients
+    /// still reach it).
+    pub fn isolate(&self, i: usize) {
+        let peer = |m: &Member| format!("\"127.0.0.1:{}\"", m.peer_port);
+        let others: Vec<String> = (0..self.members.len())
+            .filter(|j| *j != i)
+            .map(|j| peer(&self.members[j]))
+            .collect();
+        self.set_faults(i, &format!("block = [{}]\n", others.join(", ")));
+        for j in (0..self.members.len()).filter(|j| *j != i) {
+            self.set_faults(j, &format!("block = [{}]\n", peer(&self.members[i])));
+        }
+    }
+
+    /// Every member loses each datagram it sends with probability `p`.
+    pub fn lossy(&self, p: f64) {
+        for i in 0..self.members.len() {
+            self.set_faults(i, &format!("drop = {p}\n"));
+        }
+    }
+
+    /// No faults anywhere.
+    pub fn heal(&self) {
+        for i in 0..self.members.len() {
+            self.set_faults(i, "");
         }
     }
 
@@ -188,6 +231,18 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// Time after which a member has applied a change of its `--fault-file`
+/// (it reads it every 100 ms).
+pub const FAULTS_APPLIED: Duration = Duration::from_millis(250);
+
+/// Writes `path` so that a reader sees the old text or the new, never part.
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// Polls `f` until it returns Some, or panics after `limit`.
