@@ -139,6 +139,11 @@ fn etcd_client_crate_works_unchanged() {
         // member list, status, compaction.
         let members = c.member_list().await?;
         assert_eq!(members.members().len(), 3);
+        for m in members.members() {
+            let i: usize = m.name().trim_start_matches('m').parse().unwrap_or(usize::MAX);
+            let want = eps.get(i).map(|ep| vec![format!("http://{ep}")]);
+            assert_eq!(Some(m.client_urls().to_vec()), want, "client URLs of {}", m.name());
+        }
         let st = c.status().await?;
         assert!(st.raft_index() > 0 && st.leader() != 0);
         let now = c.get("b", None).await?.header().map(|h| h.revision()).unwrap_or(0);

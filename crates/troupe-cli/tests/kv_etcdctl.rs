@@ -260,6 +260,36 @@ fn run_all(ctl: &Ctl) {
 
     // member list, endpoint status and health, compaction.
     assert_eq!(ctl.ok(&["member", "list"]).lines().count(), 3);
+    // Every member's client URLs are known to each, so that a client given
+    // one endpoint finds the rest (`--cluster` asks `member list` for them).
+    // (`endpoint health` here: etcdctl 3.4's `endpoint status` dials an
+    // `http://` URL with that URL as the HTTP/2 :authority, which the h2
+    // crate under tonic refuses as malformed; see the README.)
+    let one = Ctl {
+        endpoints: ctl
+            .endpoints
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let all = one.ok(&["endpoint", "health", "--cluster", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&all).unwrap_or_default();
+    let mut found: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["health"].as_bool() == Some(true))
+        .filter_map(|e| e["endpoint"].as_str().map(str::to_string))
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = ctl
+        .endpoints
+        .split(',')
+        .map(|e| format!("http://{}", e.trim_start_matches("http://")))
+        .collect();
+    want.sort();
+    assert_eq!(found, want, "endpoint health --cluster: {all}");
     let status = ctl.ok(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
     assert_eq!(v.as_array().map(Vec::len), Some(3), "{status}");

@@ -111,8 +111,8 @@ use crate::mvcc::KeyRange;
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, WatchResponse};
 use crate::pb::mvccpb;
 use crate::wire::{
-    Accept, Adopt, Durable, GroupState, HardState, LogEntry, Msg, Persisted, Proposal, ReadIndex,
-    Refresh, Refuse, Report, Wire,
+    Accept, Adopt, Durable, GroupState, HardState, Hello, LogEntry, Msg, Persisted, Proposal,
+    ReadIndex, Refresh, Refuse, Report, Wire, PROTOCOL,
 };
 
 /// Watch responses queued per watch stream before the watch is cancelled as
@@ -176,6 +176,8 @@ pub struct StatusInfo {
     pub revision: i64,
     /// Sizes on disk.
     pub sizes: StoreSizes,
+    /// Client URLs of the members by name, as far as this member has heard.
+    pub client_urls: BTreeMap<String, Vec<String>>,
 }
 
 /// A lease's time to live: (remaining seconds or -1 if it does not exist,
@@ -499,6 +501,11 @@ pub struct Replica {
     me: Option<MemberId>,
     view: Option<View>,
     view_names: Vec<String>,
+    /// Client URLs of each member by name, as it last said them in a
+    /// [`Hello`] (this member's own from the start), for `member list`.
+    client_urls: BTreeMap<String, Vec<String>>,
+    /// (member, protocol) pairs already warned about.
+    protocol_warned: BTreeSet<(String, u32)>,
     alone_since: Option<Instant>,
     origin: u64,
     next_req: u64,
@@ -566,6 +573,7 @@ impl Replica {
             .map_err(|e| error!(error = %e, "cannot start the log writer"))
             .ok();
         let rev = loaded.machine.mvcc.revision();
+        let client_urls = BTreeMap::from([(cfg.name.clone(), cfg.advertise_client.clone())]);
         (
             Replica {
                 ids: HeaderIds::of(&cfg),
@@ -589,6 +597,8 @@ impl Replica {
                 me: None,
                 view: None,
                 view_names: Vec::new(),
+                client_urls,
+                protocol_warned: BTreeSet::new(),
                 alone_since: None,
                 origin: random_u64(),
                 next_req: 1,
@@ -764,6 +774,7 @@ impl Replica {
                     Some(Msg::Refuse(r)) => self.on_refuse(r),
                     Some(Msg::Adopt(a)) => self.on_adopt(a),
                     Some(Msg::ReadIndex(m)) => self.on_read_index(m),
+                    Some(Msg::Hello(h)) => self.on_hello(h),
                     None => {}
                 }
             }
@@ -831,6 +842,14 @@ impl Replica {
                 };
             }
         }
+        self.multicast(
+            Ordering::Fifo,
+            Msg::Hello(Hello {
+                name: self.cfg.name.clone(),
+                client_urls: self.cfg.advertise_client.clone(),
+                protocol: PROTOCOL,
+            }),
+        );
         self.maybe_report();
         self.send_durable();
         self.recompute_commit();
@@ -840,6 +859,22 @@ impl Replica {
         // writes are answered as usual).
         self.proposal_in_flight = None;
         self.send_proposals();
+    }
+
+    fn on_hello(&mut self, h: Hello) {
+        if self.cfg.cluster.iter().all(|p| p.name != h.name) {
+            warn!(name = %h.name, "hello from a member not in --initial-cluster ignored");
+            return;
+        }
+        if h.protocol != PROTOCOL && self.protocol_warned.insert((h.name.clone(), h.protocol)) {
+            warn!(
+                name = %h.name,
+                theirs = h.protocol,
+                ours = PROTOCOL,
+                "a member speaks another version of the service's protocol"
+            );
+        }
+        self.client_urls.insert(h.name, h.client_urls);
     }
 
     fn group_state(&self) -> GroupState {
@@ -1683,6 +1718,7 @@ impl Replica {
                     committed: self.committed,
                     revision: self.machine.mvcc.revision(),
                     sizes: self.sizes,
+                    client_urls: self.client_urls.clone(),
                 });
             }
         }

@@ -505,11 +505,8 @@ impl pb::cluster_server::Cluster for Server {
                 id: member_id(&p.name),
                 name: p.name.clone(),
                 peer_ur_ls: vec![format!("http://{}", p.addr)],
-                client_ur_ls: if p.name == cfg.name {
-                    cfg.advertise_client.clone()
-                } else {
-                    Vec::new()
-                },
+                // Empty for a member not heard from since this one started.
+                client_ur_ls: s.client_urls.get(&p.name).cloned().unwrap_or_default(),
                 is_learner: false,
             })
             .collect();

@@ -10,7 +10,7 @@ use crate::machine::Command;
 #[derive(Clone, PartialEq, Message)]
 pub struct Wire {
     /// Which one.
-    #[prost(oneof = "Msg", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Msg", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub msg: Option<Msg>,
 }
 
@@ -44,6 +44,30 @@ pub enum Msg {
     /// (sent `Safe`; neither applied nor logged).
     #[prost(message, tag = "8")]
     ReadIndex(ReadIndex),
+    /// Who a member is, sent `Fifo` at every view it installs: its client
+    /// URLs (for `member list`) and the protocol it speaks. Members of
+    /// earlier versions ignore it (an unknown message decodes as none).
+    #[prost(message, tag = "9")]
+    Hello(Hello),
+}
+
+/// The version of what members say to each other (these messages and what
+/// they mean), in [`Hello`]. A change that an earlier member would
+/// misunderstand, rather than ignore, raises it.
+pub const PROTOCOL: u32 = 1;
+
+/// See [`Msg::Hello`].
+#[derive(Clone, PartialEq, Message)]
+pub struct Hello {
+    /// The member's name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The client URLs it advertises.
+    #[prost(string, repeated, tag = "2")]
+    pub client_urls: Vec<String>,
+    /// The [`PROTOCOL`] it speaks.
+    #[prost(uint32, tag = "3")]
+    pub protocol: u32,
 }
 
 /// See [`Msg::Proposal`].
