@@ -8,7 +8,9 @@
 //! mid-stream, starts a replacement (the same node, a new incarnation) that
 //! joins by state transfer, SIGSTOPs another member long enough to be
 //! excluded and SIGCONTs it (it notices and rejoins as a new incarnation),
-//! lets the traffic stop and drain, and finally merges the histories and runs
+//! cuts the coordinator off from the others with the transport's fault
+//! injection while it runs on (it too is excluded, notices once healed, and
+//! rejoins), lets the traffic stop and drain, and finally merges the histories and runs
 //! `troupe_sim::check::check_all` on them: the same checkers as the simulator.
 //!
 //! Bounded everywhere: every wait has a deadline, children are killed by pid
@@ -75,8 +77,13 @@ pub struct DemoArgs {
     rate: u32,
     /// The faults to inject, comma-separated: kill (SIGKILL one member),
     /// replace (start a replacement that joins by state transfer), pause
-    /// (SIGSTOP one member until it is excluded, then SIGCONT it).
-    #[arg(long, value_delimiter = ',', default_value = "kill,replace,pause")]
+    /// (SIGSTOP one member until it is excluded, then SIGCONT it), partition
+    /// (cut the coordinator off from the others while it runs on, then heal).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,replace,pause,partition"
+    )]
     faults: Vec<Fault>,
     /// Where to keep the histories and logs (default: a new directory under
     /// the system's temp dir, removed after a run that passes unless --keep).
@@ -100,6 +107,10 @@ pub enum Fault {
     Replace,
     /// SIGSTOP a member until it is excluded, then SIGCONT it.
     Pause,
+    /// Cut the oldest member still running (the coordinator, which also
+    /// sequences) off from the others with the transport's fault injection,
+    /// long enough to be excluded while it runs on, then heal.
+    Partition,
 }
 
 /// Arguments of the hidden `troupe demo-member` (one member process of the demo).
@@ -123,6 +134,19 @@ pub struct MemberArgs {
     /// Exit after this many seconds whatever happens.
     #[arg(long, default_value_t = 300)]
     deadline_secs: u64,
+    /// Transport faults from this file, read again as it changes (see
+    /// `troupe serve --fault-file`).
+    #[arg(long)]
+    fault_file: Option<PathBuf>,
+}
+
+/// Replaces a member's fault file at once (a rename: the member never reads
+/// half of it).
+fn write_faults(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 // ---------------------------------------------------------------------------
@@ -295,6 +319,10 @@ async fn member(args: MemberArgs) -> anyhow::Result<ExitCode> {
         // A window small enough that back-pressure is exercised.
         window_msgs_max: Some(1024),
         ..troupe::GroupConfig::default()
+    })
+    .faults(match &args.fault_file {
+        Some(path) => crate::faults::watch(path)?,
+        None => troupe::FaultInjector::new(),
     })
     .start()
     .await
@@ -542,6 +570,8 @@ struct Proc {
     view_size: usize,
     history: PathBuf,
     log: PathBuf,
+    /// Its `--fault-file`.
+    faults: PathBuf,
     fin: Option<Final>,
     killed: bool,
     exited: bool,
@@ -607,6 +637,8 @@ impl Fleet {
         let i = self.procs.len();
         let history = self.dir.join(format!("history-{i}.jsonl"));
         let log = self.dir.join(format!("member-{i}.log"));
+        let faults = self.dir.join(format!("faults-{i}.toml"));
+        write_faults(&faults, "")?;
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Command::new(&self.exe);
@@ -620,7 +652,9 @@ impl Fleet {
             .arg("--rate")
             .arg(self.rate.to_string())
             .arg("--deadline-secs")
-            .arg(self.deadline_secs.to_string());
+            .arg(self.deadline_secs.to_string())
+            .arg("--fault-file")
+            .arg(&faults);
         let contacts = self.contacts();
         if !contacts.is_empty() {
             cmd.arg("--join").args(contacts);
@@ -656,6 +690,7 @@ impl Fleet {
             view_size: 0,
             history,
             log,
+            faults,
             fin: None,
             killed: false,
             exited: false,
@@ -882,9 +917,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let replace_at = at(0.4);
     let pause_at = at(0.55);
     let cont_at = pause_at + pause_len;
+    let cut_at = at(0.65).max(cont_at + Duration::from_millis(500));
+    let heal_at = cut_at + pause_len;
     let mut quiet_at = at(0.8);
     if has(Fault::Pause) {
         quiet_at = quiet_at.max(cont_at + Duration::from_secs(3));
+    }
+    if has(Fault::Partition) {
+        quiet_at = quiet_at.max(heal_at + Duration::from_secs(3));
     }
     let end_at = (t0 + s).max(quiet_at + Duration::from_millis(2500));
     let traffic_start_ns = f.now_ns();
@@ -951,6 +991,47 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         faults_end_ns = f.now_ns();
         f.note(format!("SIGCONT {}", f.current_name(victim)), json);
     }
+    // The member cut off, and its incarnations then.
+    let mut cut_off: Option<(usize, usize)> = None;
+    if has(Fault::Partition) {
+        f.pump_until(cut_at, json).await;
+        let running = |p: &Proc| !p.killed && !p.exited;
+        let Some(victim) = f.procs.iter().position(running) else {
+            bail!("no member left to cut off");
+        };
+        let addr = |p: &Proc| p.port.map(|port| format!("\"127.0.0.1:{port}\""));
+        let victim_addr = addr(&f.procs[victim]).unwrap_or_default();
+        let others: Vec<String> = f
+            .procs
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| *i != victim && running(p))
+            .filter_map(|(_, p)| addr(p))
+            .collect();
+        for (i, p) in f.procs.iter().enumerate().filter(|(_, p)| running(p)) {
+            let block = if i == victim {
+                others.join(", ")
+            } else {
+                victim_addr.clone()
+            };
+            write_faults(&p.faults, &format!("block = [{block}]\n"))?;
+        }
+        cut_off = Some((victim, f.procs[victim].members.len()));
+        f.note(
+            format!(
+                "partition: {} cut off from the others for {} ms; it runs on",
+                f.current_name(victim),
+                pause_len.as_millis()
+            ),
+            json,
+        );
+        f.pump_until(heal_at, json).await;
+        for p in f.procs.iter().filter(|p| running(p)) {
+            write_faults(&p.faults, "")?;
+        }
+        faults_end_ns = f.now_ns();
+        f.note("partition healed".to_string(), json);
+    }
     f.pump_until(quiet_at, json).await;
     f.tell_all("quiet").await;
     let quiet_ns = f.now_ns();
@@ -1006,6 +1087,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &report,
         killed,
         paused,
+        cut_off,
         replacement,
         traffic_start_ns,
         quiet_ns,
@@ -1065,6 +1147,10 @@ struct Summary {
     killed: usize,
     paused: usize,
     rejoined: usize,
+    /// A member was cut off by a partition (1) or not (0).
+    partitioned: usize,
+    /// It was excluded and rejoined as a new incarnation after the heal.
+    partition_rejoined: usize,
     replaced: usize,
     digests_agree: bool,
     digests: Vec<(String, Option<Final>)>,
@@ -1081,6 +1167,7 @@ impl Summary {
         report: &Report,
         killed: Option<(u64, MemberId)>,
         paused: Option<usize>,
+        cut_off: Option<(usize, usize)>,
         replacement: Option<usize>,
         start_ns: u64,
         quiet_ns: u64,
@@ -1115,6 +1202,9 @@ impl Summary {
             .or_else(|| report.failover_ns.first().map(|ns| *ns as f64 / 1e6));
         let join_ms = report.join_ns.iter().map(|ns| *ns as f64 / 1e6).collect();
         let rejoined = paused.map_or(0, |i| usize::from(f.procs[i].members.len() >= 2));
+        let partition_rejoined = cut_off.map_or(0, |(i, before)| {
+            usize::from(f.procs[i].members.len() > before)
+        });
         let replaced = replacement.map_or(0, |i| usize::from(!f.procs[i].members.is_empty()));
         let mut digests = Vec::new();
         for (i, p) in f.procs.iter().enumerate() {
@@ -1139,6 +1229,8 @@ impl Summary {
             killed: usize::from(killed.is_some()),
             paused: usize::from(paused.is_some()),
             rejoined,
+            partitioned: usize::from(cut_off.is_some()),
+            partition_rejoined,
             replaced,
             digests_agree: all_reported && agreed.len() == 1,
             digests,
@@ -1207,6 +1299,12 @@ impl Summary {
             out.push_str(&format!(
                 "  pause: the paused member {} excluded and rejoined as a new incarnation\n",
                 if self.rejoined > 0 { "was" } else { "was NOT" }
+            ));
+        }
+        if self.partitioned > 0 {
+            out.push_str(&format!(
+                "  partition: the cut-off member {} excluded and rejoined as a new incarnation after the heal\n",
+                if self.partition_rejoined > 0 { "was" } else { "was NOT" }
             ));
         }
         if !self.join_ms.is_empty() {
@@ -1298,6 +1396,8 @@ impl Summary {
             "killed": self.killed,
             "paused": self.paused,
             "rejoined": self.rejoined,
+            "partitioned": self.partitioned,
+            "partition_rejoined": self.partition_rejoined,
             "replaced": self.replaced,
             "failover_ms": self.failover_ms,
             "join_ms": self.join_ms,

@@ -171,6 +171,33 @@ fn stopped_and_continued_member_notices_its_exclusion_and_rejoins() {
     assert_eq!(v["rejoined"], 1, "the paused member did not rejoin\n{err}");
 }
 
+/// The coordinator (which also sequences) is cut off by the transport's
+/// fault injection while it runs on: the others go on without it, and the
+/// guarantees hold across the two sides; after the heal it notices its
+/// exclusion and rejoins.
+#[test]
+fn coordinator_cut_off_by_a_partition_is_excluded_and_rejoins_after_the_heal() {
+    let (v, err) = demo(
+        &[
+            "--nodes",
+            "3",
+            "--seconds",
+            "8",
+            "--rate",
+            "100",
+            "--faults",
+            "partition",
+        ],
+        Duration::from_secs(90),
+    );
+    assert_clean(&v, &err);
+    assert_eq!(v["partitioned"], 1);
+    assert_eq!(
+        v["partition_rejoined"], 1,
+        "the cut-off member did not rejoin\n{err}"
+    );
+}
+
 #[test]
 fn killed_member_restarts_and_joins_by_state_transfer_under_load() {
     let (v, err) = demo(
@@ -198,7 +225,14 @@ fn full_demo_with_every_fault_passes() {
         Duration::from_secs(120),
     );
     assert_clean(&v, &err);
-    for k in ["killed", "paused", "rejoined", "replaced"] {
+    for k in [
+        "killed",
+        "paused",
+        "rejoined",
+        "partitioned",
+        "partition_rejoined",
+        "replaced",
+    ] {
         assert_eq!(v[k], 1, "{k}\n{err}");
     }
     assert!(
