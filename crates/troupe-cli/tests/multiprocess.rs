@@ -106,22 +106,29 @@ fn assert_clean(v: &serde_json::Value, err: &str) {
     );
 }
 
+/// An 8-second demo of `nodes` members at `rate` with `faults` (and
+/// `extra` flags), which must pass every check; its JSON and its report.
+fn fault_demo(nodes: u32, rate: u32, faults: &str, extra: &[&str]) -> (serde_json::Value, String) {
+    let (nodes, rate) = (nodes.to_string(), rate.to_string());
+    let mut args = vec![
+        "--nodes",
+        &nodes,
+        "--seconds",
+        "8",
+        "--rate",
+        &rate,
+        "--faults",
+        faults,
+    ];
+    args.extend_from_slice(extra);
+    let (v, err) = demo(&args, Duration::from_secs(90));
+    assert_clean(&v, &err);
+    (v, err)
+}
+
 #[test]
 fn kill_minus_nine_of_a_member_in_mid_stream_is_survived_and_checked() {
-    let (v, err) = demo(
-        &[
-            "--nodes",
-            "4",
-            "--seconds",
-            "8",
-            "--rate",
-            "50",
-            "--faults",
-            "kill",
-        ],
-        Duration::from_secs(90),
-    );
-    assert_clean(&v, &err);
+    let (v, err) = fault_demo(4, 50, "kill", &[]);
     assert_eq!(v["killed"], 1);
     let failover = v["failover_ms"].as_f64().unwrap_or(f64::MAX);
     assert!(failover < 5000.0, "failover took {failover} ms\n{err}");
@@ -129,21 +136,7 @@ fn kill_minus_nine_of_a_member_in_mid_stream_is_survived_and_checked() {
 
 #[test]
 fn kill_minus_nine_of_the_coordinator_and_sequencer_is_survived_and_checked() {
-    let (v, err) = demo(
-        &[
-            "--nodes",
-            "3",
-            "--seconds",
-            "8",
-            "--rate",
-            "100",
-            "--faults",
-            "kill",
-            "--kill-coordinator",
-        ],
-        Duration::from_secs(90),
-    );
-    assert_clean(&v, &err);
+    let (v, err) = fault_demo(3, 100, "kill", &["--kill-coordinator"]);
     assert_eq!(v["killed"], 1);
     assert!(
         v["failover_ms"].as_f64().is_some(),
@@ -153,20 +146,7 @@ fn kill_minus_nine_of_the_coordinator_and_sequencer_is_survived_and_checked() {
 
 #[test]
 fn stopped_and_continued_member_notices_its_exclusion_and_rejoins() {
-    let (v, err) = demo(
-        &[
-            "--nodes",
-            "3",
-            "--seconds",
-            "8",
-            "--rate",
-            "50",
-            "--faults",
-            "pause",
-        ],
-        Duration::from_secs(90),
-    );
-    assert_clean(&v, &err);
+    let (v, err) = fault_demo(3, 50, "pause", &[]);
     assert_eq!(v["paused"], 1);
     assert_eq!(v["rejoined"], 1, "the paused member did not rejoin\n{err}");
 }
@@ -177,20 +157,7 @@ fn stopped_and_continued_member_notices_its_exclusion_and_rejoins() {
 /// exclusion and rejoins.
 #[test]
 fn coordinator_cut_off_by_a_partition_is_excluded_and_rejoins_after_the_heal() {
-    let (v, err) = demo(
-        &[
-            "--nodes",
-            "3",
-            "--seconds",
-            "8",
-            "--rate",
-            "100",
-            "--faults",
-            "partition",
-        ],
-        Duration::from_secs(90),
-    );
-    assert_clean(&v, &err);
+    let (v, err) = fault_demo(3, 100, "partition", &[]);
     assert_eq!(v["partitioned"], 1);
     assert_eq!(
         v["partition_rejoined"], 1,
@@ -200,20 +167,7 @@ fn coordinator_cut_off_by_a_partition_is_excluded_and_rejoins_after_the_heal() {
 
 #[test]
 fn killed_member_restarts_and_joins_by_state_transfer_under_load() {
-    let (v, err) = demo(
-        &[
-            "--nodes",
-            "3",
-            "--seconds",
-            "8",
-            "--rate",
-            "200",
-            "--faults",
-            "kill,replace",
-        ],
-        Duration::from_secs(90),
-    );
-    assert_clean(&v, &err);
+    let (v, _) = fault_demo(3, 200, "kill,replace", &[]);
     assert_eq!(v["killed"], 1);
     assert_eq!(v["replaced"], 1);
 }
