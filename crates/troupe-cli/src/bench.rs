@@ -530,8 +530,24 @@ async fn troupe_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, Rss
     Ok((results, rss))
 }
 
-/// Runs the baseline: its members' results and the ping-pong's round trips.
-async fn tcp_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, Histogram<u64>)> {
+/// The baseline's round trips, measured on idle members before its run.
+struct RoundTrips {
+    /// A ping to one other member and its echo.
+    one: Histogram<u64>,
+    /// A ping to every other member at once, until every echo is back: the
+    /// raw TCP counterpart of a message reaching the whole group and
+    /// coming back.
+    mesh: Histogram<u64>,
+}
+
+impl RoundTrips {
+    fn p50_us(h: &Histogram<u64>) -> f64 {
+        h.value_at_quantile(0.5) as f64 / 1e3
+    }
+}
+
+/// Runs the baseline: its members' results and the ping-pongs' round trips.
+async fn tcp_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, RoundTrips)> {
     let mut kids = Children::new()?;
     for i in 0..args.members {
         kids.spawn(&member_args(args, Role::Tcp, i), !args.verbose)?;
@@ -544,8 +560,13 @@ async fn tcp_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, Histog
     gather(&mut kids, "ready", FORM_TIMEOUT).await?;
     // The round trip first, on idle members.
     kids.tell(0, "rtt").await;
-    let rtt = expect(&mut kids, 0, "rtt", FORM_TIMEOUT).await?;
-    let rtt = MemberResult::parse(&rtt)?.hist;
+    let one = expect(&mut kids, 0, "rtt", FORM_TIMEOUT).await?;
+    kids.tell(0, "rtt-mesh").await;
+    let mesh = expect(&mut kids, 0, "rtt", FORM_TIMEOUT).await?;
+    let rtt = RoundTrips {
+        one: MemberResult::parse(&one)?.hist,
+        mesh: MemberResult::parse(&mesh)?.hist,
+    };
     kids.tell_all("go").await;
     let results = gather(
         &mut kids,
@@ -562,12 +583,7 @@ async fn tcp_side(args: &BenchArgs) -> anyhow::Result<(Vec<MemberResult>, Histog
 }
 
 /// The figures of one configuration, as the JSON object and CSV row report them.
-fn row(
-    args: &BenchArgs,
-    t: &SideFigures,
-    b: &SideFigures,
-    rtt: &Histogram<u64>,
-) -> serde_json::Value {
+fn row(args: &BenchArgs, t: &SideFigures, b: &SideFigures, rtt: &RoundTrips) -> serde_json::Value {
     let mb = |m: f64| m * args.size as f64 / 1e6;
     let ratio = if b.msgs_per_sec > 0.0 {
         t.msgs_per_sec / b.msgs_per_sec
@@ -591,14 +607,15 @@ fn row(
         "baseline_per_member_msgs_per_sec": b.per_member,
         "baseline_p50_us": b.us(0.5),
         "baseline_p99_us": b.us(0.99),
-        "baseline_rtt_p50_us": rtt.value_at_quantile(0.5) as f64 / 1e3,
+        "baseline_rtt_p50_us": RoundTrips::p50_us(&rtt.one),
+        "baseline_mesh_rtt_p50_us": RoundTrips::p50_us(&rtt.mesh),
         "ratio": ratio,
         "msgs_per_datagram": t.msgs_per_datagram,
     })
 }
 
 /// The columns of the sweep's CSV, in order (fields of [`row`]).
-const CSV_COLUMNS: [&str; 15] = [
+const CSV_COLUMNS: [&str; 16] = [
     "ordering",
     "members",
     "size",
@@ -613,6 +630,7 @@ const CSV_COLUMNS: [&str; 15] = [
     "baseline_mb_per_sec",
     "baseline_p50_us",
     "baseline_rtt_p50_us",
+    "baseline_mesh_rtt_p50_us",
     "ratio",
 ];
 
@@ -656,8 +674,9 @@ fn print_table(r: &serde_json::Value) {
         ""
     );
     println!(
-        "\nraw TCP round trip ({RTT_BYTES} B, idle) p50: {:.0} us",
-        f("baseline_rtt_p50_us")
+        "\nraw TCP round trip ({RTT_BYTES} B, idle) p50: {:.1} us (to every other member at once: {:.1} us)",
+        f("baseline_rtt_p50_us"),
+        f("baseline_mesh_rtt_p50_us")
     );
     println!("troupe / raw TCP deliveries per member: {:.3}", f("ratio"));
 }
@@ -718,7 +737,9 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut a = args.clone();
     a.seconds = 1;
     let (_, rtt) = tcp_side(&a).await.context("baseline side")?;
-    let rtt_us = rtt.value_at_quantile(0.5) as f64 / 1e3;
+    let rtt_us = RoundTrips::p50_us(&rtt.one);
+    let mesh_us = RoundTrips::p50_us(&rtt.mesh);
+    let over = |x: f64| if x > 0.0 { t.us(0.5) / x } else { 0.0 };
     let r = json!({
         "mode": "idle",
         "ordering": args.ordering.name(),
@@ -730,7 +751,9 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         "p99_us": t.us(0.99),
         "p999_us": t.us(0.999),
         "baseline_rtt_p50_us": rtt_us,
-        "p50_over_rtt": if rtt_us > 0.0 { t.us(0.5) / rtt_us } else { 0.0 },
+        "p50_over_rtt": over(rtt_us),
+        "baseline_mesh_rtt_p50_us": mesh_us,
+        "p50_over_mesh_rtt": over(mesh_us),
     });
     if args.json {
         println!("{r}");
@@ -745,9 +768,15 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             r["messages"]
         );
         println!(
-            "raw TCP round trip ({RTT_BYTES} B, idle) p50: {:.0} us; troupe p50 / round trip: {:.2}",
+            "raw TCP round trip ({RTT_BYTES} B, idle) p50: {:.1} us; troupe p50 / round trip: {:.2}",
             rtt_us,
             f("p50_over_rtt")
+        );
+        println!(
+            "raw TCP round trip to all {} other members at once p50: {:.1} us; troupe p50 / that: {:.2}",
+            args.members.saturating_sub(1),
+            mesh_us,
+            f("p50_over_mesh_rtt")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -1256,11 +1285,15 @@ fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             outs.push(BufWriter::with_capacity(256 << 10, connect(*p, CONN_DATA)?));
         }
     }
-    let mut ping = if args.index == 0 {
-        Some(connect(ports[1], CONN_PING)?)
-    } else {
-        None
-    };
+    // Member 0 pings: one peer for the round trip, all for the mesh's.
+    let mut pings: Vec<TcpStream> = Vec::new();
+    if args.index == 0 {
+        for (j, p) in ports.iter().enumerate() {
+            if j != args.index {
+                pings.push(connect(*p, CONN_PING)?);
+            }
+        }
+    }
     tell("ready");
 
     loop {
@@ -1268,14 +1301,20 @@ fn tcp_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         };
         match l.trim() {
-            "rtt" => {
+            cmd @ ("rtt" | "rtt-mesh") => {
                 let mut hist = new_hist();
                 let mut buf = [0u8; RTT_BYTES];
-                if let Some(s) = &mut ping {
+                let n = if cmd == "rtt" { 1 } else { pings.len() };
+                let to = pings.get_mut(..n).unwrap_or_default();
+                if !to.is_empty() {
                     for _ in 0..RTT_ROUNDS {
                         let t = std::time::Instant::now();
-                        s.write_all(&buf)?;
-                        s.read_exact(&mut buf)?;
+                        for s in to.iter_mut() {
+                            s.write_all(&buf)?;
+                        }
+                        for s in to.iter_mut() {
+                            s.read_exact(&mut buf)?;
+                        }
                         record(
                             &mut hist,
                             u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -1406,7 +1445,11 @@ mod tests {
             sent: 10,
             datagrams_out: 5,
         }]);
-        let line = csv_line(&row(&args, &fig, &fig, &new_hist()));
+        let rtt = RoundTrips {
+            one: new_hist(),
+            mesh: new_hist(),
+        };
+        let line = csv_line(&row(&args, &fig, &fig, &rtt));
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!(cells.len(), CSV_COLUMNS.len());
         assert_eq!(&cells[..4], &["fifo", "3", "64", "one"]);

@@ -73,6 +73,7 @@ fn bench_json_reports_positive_figures() {
         "p99_us",
         "baseline_msgs_per_sec",
         "baseline_rtt_p50_us",
+        "baseline_mesh_rtt_p50_us",
         "ratio",
     ] {
         let x = v[field]
@@ -106,7 +107,14 @@ fn idle_latency_is_reported_against_the_round_trip() {
     assert_eq!(v["mode"], "idle");
     assert_eq!(v["ordering"], "total");
     assert!(v["messages"].as_u64().is_some_and(|n| n > 0), "{v}");
-    for f in ["p50_us", "p99_us", "baseline_rtt_p50_us", "p50_over_rtt"] {
+    for f in [
+        "p50_us",
+        "p99_us",
+        "baseline_rtt_p50_us",
+        "p50_over_rtt",
+        "baseline_mesh_rtt_p50_us",
+        "p50_over_mesh_rtt",
+    ] {
         assert!(number(&v, f) > 0.0, "{f} is not positive in {v}");
     }
     assert!(number(&v, "p50_us") <= number(&v, "p99_us"), "{v}");
