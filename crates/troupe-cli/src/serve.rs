@@ -116,8 +116,9 @@ pub struct ServeArgs {
     insecure_plaintext: bool,
     /// For tests: transport faults from a TOML file, read again every 100 ms
     /// (`drop = 0.1` loses 10% of datagrams to peers; `block = ["host:port"]`
-    /// sends nothing to those peers; block each other both ways for a
-    /// partition). Write it atomically (rename over it).
+    /// sends nothing to those peers, and both ways make a partition;
+    /// `delay_ms = 20` and `jitter_ms = 30` hold each datagram 20 to 50 ms).
+    /// Write it atomically (rename over it).
     #[arg(long)]
     fault_file: Option<PathBuf>,
 }

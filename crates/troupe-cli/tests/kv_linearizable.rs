@@ -4,11 +4,12 @@
 //! few keys while members are killed -9 and restarted, paused with
 //! SIGSTOP, cut off from each other (a partition made by the transport's
 //! fault injection, `--fault-file`: the cut-off member's clients still
-//! reach it) and made to lose datagrams. Every call is recorded with its interval on one monotonic clock;
-//! the history must be linearizable. A second test runs the same recorder
-//! against the `--mutant-stale-reads` server with a scenario that makes a
-//! paused member answer reads from its old state, and the checker must
-//! reject that history: proof that the first test can fail.
+//! reach it), made to lose datagrams, and made to delay them. Every call
+//! is recorded with its interval on one monotonic clock; the history must
+//! be linearizable. A second test runs the same recorder against the
+//! `--mutant-stale-reads` server with scenarios that make a paused or a
+//! cut-off member answer reads from its old state, and the checker must
+//! reject each: proof that the first test can fail.
 
 mod common;
 
@@ -25,11 +26,11 @@ use troupe_sim::check::linearizable::{check_kv, KvOp, KvOutcome, Operation, Verd
 const OP_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How long the clients run in the first test.
-const RUN: Duration = Duration::from_secs(24);
+const RUN: Duration = Duration::from_secs(28);
 
 /// The nemesis starts no new fault after this point of the run, so that the
 /// run ends with every member back.
-const NEMESIS_UNTIL: Duration = Duration::from_secs(20);
+const NEMESIS_UNTIL: Duration = Duration::from_secs(24);
 
 /// The history: every call, with times in ns since the test started.
 struct Recorder {
@@ -167,7 +168,8 @@ async fn client_loop(
 /// One fault at a time, in turn: kill -9 and restart a member; pause it
 /// (SIGSTOP) and resume it; cut it off from the other members while its
 /// clients still reach it, then heal; make every member lose 30% of the
-/// datagrams it sends. After each, waits for the member to serve again
+/// datagrams it sends; make every member hold each datagram 10 to 50 ms.
+/// After each, waits for the member to serve again
 /// before the next (a majority is always up otherwise).
 async fn nemesis(
     cluster: Arc<Mutex<Cluster>>,
@@ -176,11 +178,11 @@ async fn nemesis(
     rec: Arc<Recorder>,
 ) -> Result<(), String> {
     let mut rng = Rng::new(seed);
-    let mut round = rng.range(0, 4);
+    let mut round = rng.range(0, 5);
     while rec.start.elapsed() < NEMESIS_UNTIL {
         tokio::time::sleep(Duration::from_millis(rng.range(1000, 2500))).await;
         let i = rng.range(0, eps.len() as u64) as usize;
-        match round % 4 {
+        match round % 5 {
             0 => {
                 rec.event(format!("kill -9 m{i}"));
                 lock(&cluster).kill(i);
@@ -198,6 +200,14 @@ async fn nemesis(
             2 => {
                 rec.event(format!("partition m{i} from the others"));
                 lock(&cluster).isolate(i);
+                tokio::time::sleep(common::FAULTS_APPLIED).await;
+                tokio::time::sleep(Duration::from_millis(rng.range(1000, 3000))).await;
+                rec.event("heal".into());
+                lock(&cluster).heal();
+            }
+            3 => {
+                rec.event("every member delays what it sends by 10-50 ms".into());
+                lock(&cluster).slow(10, 40);
                 tokio::time::sleep(common::FAULTS_APPLIED).await;
                 tokio::time::sleep(Duration::from_millis(rng.range(1000, 3000))).await;
                 rec.event("heal".into());

@@ -13,9 +13,14 @@
 //! - its destination is in [`Faults::block`]; or
 //! - a coin with probability [`Faults::drop`] says so.
 //!
+//! A datagram that goes is held back [`Faults::delay_ms`] plus a uniform
+//! draw up to [`Faults::jitter_ms`] first. The datagrams to one peer keep
+//! their order (they share a connection), so jitter delays them without
+//! reordering them: a later one waits for an earlier one held longer.
+//!
 //! The engine repairs loss as it always does, and a silence long enough
 //! leads to suspicion and a view change. A datagram a member addresses to
-//! itself is never dropped.
+//! itself is never dropped or delayed.
 //!
 //! A partition between members A and B is A blocking B's address *and* B
 //! blocking A's. A one-sided block is a one-way link failure, which is also
@@ -39,6 +44,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -50,6 +56,8 @@ use tracing::info;
 /// ```toml
 /// drop = 0.1                                   # lose 10% of datagrams
 /// block = ["127.0.0.1:2380", "127.0.0.1:2381"] # send nothing to these
+/// delay_ms = 20                                # hold each one 20 ms
+/// jitter_ms = 30                               # and up to 30 ms more
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,6 +67,10 @@ pub struct Faults {
     /// Peer addresses, as those members advertise them (`host:port`; an
     /// `http://` or `https://` prefix is ignored), that nothing is sent to.
     pub block: Vec<String>,
+    /// Milliseconds every datagram to a peer is held back.
+    pub delay_ms: u64,
+    /// Up to this many milliseconds more, drawn uniformly per datagram.
+    pub jitter_ms: u64,
 }
 
 /// Why a fault description was refused.
@@ -86,7 +98,14 @@ pub enum FaultsError {
     /// An entry of `block` is empty.
     #[error("an empty address in block")]
     EmptyAddress,
+    /// `delay_ms` plus `jitter_ms` is over [`DELAY_MS_MAX`].
+    #[error("delay_ms + jitter_ms = {0} is over the limit of {DELAY_MS_MAX} ms")]
+    Delay(u64),
 }
+
+/// Longest delay (with jitter) the transport holds a datagram for: longer
+/// is a partition, which `block` says more plainly.
+pub const DELAY_MS_MAX: u64 = 60_000;
 
 impl Faults {
     /// Nothing injected.
@@ -96,7 +115,7 @@ impl Faults {
 
     /// Whether this injects anything.
     pub fn is_none(&self) -> bool {
-        self.drop == 0.0 && self.block.is_empty()
+        self.drop == 0.0 && self.block.is_empty() && self.delay_ms == 0 && self.jitter_ms == 0
     }
 
     /// Parses a TOML description and checks it.
@@ -126,6 +145,10 @@ impl Faults {
     fn checked(mut self) -> Result<Faults, FaultsError> {
         if !(0.0..=1.0).contains(&self.drop) {
             return Err(FaultsError::Drop(self.drop));
+        }
+        let delay = self.delay_ms.saturating_add(self.jitter_ms);
+        if delay > DELAY_MS_MAX {
+            return Err(FaultsError::Delay(delay));
         }
         for a in &mut self.block {
             let bare = a
@@ -180,7 +203,13 @@ impl FaultInjector {
         let faults = faults.checked()?;
         let mut st = lock(&self.inner.state);
         if faults != st.faults {
-            info!(drop = faults.drop, block = ?faults.block, "transport faults set");
+            info!(
+                drop = faults.drop,
+                block = ?faults.block,
+                delay_ms = faults.delay_ms,
+                jitter_ms = faults.jitter_ms,
+                "transport faults set"
+            );
         }
         // The product is at most 2^64; `as` saturates at u64::MAX.
         st.drop_below = (faults.drop * 18_446_744_073_709_551_616.0) as u64;
@@ -220,10 +249,10 @@ impl FaultInjector {
         self.inner.dropped.load(AtomicOrdering::Relaxed)
     }
 
-    /// Whether a datagram to `addr` is to be discarded (and counts it).
-    pub(crate) fn drops(&self, addr: &[u8]) -> bool {
+    /// What becomes of a datagram to `addr` (discards are counted).
+    pub(crate) fn fate(&self, addr: &[u8]) -> Fate {
         if !self.is_active() {
-            return false;
+            return Fate::Send;
         }
         let mut st = lock(&self.inner.state);
         let gone = st.faults.block.iter().any(|b| b.as_bytes() == addr) || {
@@ -232,9 +261,29 @@ impl FaultInjector {
         };
         if gone {
             self.inner.dropped.fetch_add(1, AtomicOrdering::Relaxed);
+            return Fate::Drop;
         }
-        gone
+        let (delay, jitter) = (st.faults.delay_ms, st.faults.jitter_ms);
+        if delay == 0 && jitter == 0 {
+            return Fate::Send;
+        }
+        let extra = match jitter {
+            0 => 0,
+            j => next(&mut st.rng) % (j.saturating_mul(1000) + 1),
+        };
+        Fate::Delay(Duration::from_micros(delay.saturating_mul(1000) + extra))
     }
+}
+
+/// What the transport does with one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Send it now.
+    Send,
+    /// Discard it.
+    Drop,
+    /// Send it after this long.
+    Delay(Duration),
 }
 
 /// A seed that differs between processes and between injectors.
@@ -272,18 +321,40 @@ mod tests {
     #[test]
     fn blocked_addresses_are_dropped_and_others_are_not() {
         let f = FaultInjector::new();
-        assert!(!f.drops(b"127.0.0.1:1"));
+        assert_eq!(f.fate(b"127.0.0.1:1"), Fate::Send);
         f.set(Faults {
-            drop: 0.0,
             block: vec!["http://127.0.0.1:1/".into()],
+            ..Faults::none()
         })
         .expect("valid");
         assert_eq!(f.faults().block, vec!["127.0.0.1:1".to_string()]);
-        assert!(f.drops(b"127.0.0.1:1"));
-        assert!(!f.drops(b"127.0.0.1:2"));
+        assert_eq!(f.fate(b"127.0.0.1:1"), Fate::Drop);
+        assert_eq!(f.fate(b"127.0.0.1:2"), Fate::Send);
         assert_eq!(f.dropped(), 1);
         f.clear();
-        assert!(!f.drops(b"127.0.0.1:1"));
+        assert_eq!(f.fate(b"127.0.0.1:1"), Fate::Send);
+    }
+
+    #[test]
+    fn delays_stay_within_delay_plus_jitter_and_spread_over_it() {
+        let f = FaultInjector::new();
+        f.set(Faults::from_toml("delay_ms = 20\njitter_ms = 30").expect("parses"))
+            .expect("valid");
+        let ds: Vec<Duration> = (0..10_000)
+            .map(|_| match f.fate(b"a:1") {
+                Fate::Delay(d) => d,
+                other => panic!("not delayed: {other:?}"),
+            })
+            .collect();
+        let (lo, hi) = (Duration::from_millis(20), Duration::from_millis(50));
+        assert!(ds.iter().all(|d| (lo..=hi).contains(d)));
+        // Both halves of the jitter are drawn.
+        assert!(ds.iter().any(|d| *d < Duration::from_millis(25)));
+        assert!(ds.iter().any(|d| *d > Duration::from_millis(45)));
+        assert!(matches!(
+            Faults::from_toml("delay_ms = 60000\njitter_ms = 1"),
+            Err(FaultsError::Delay(60_001))
+        ));
     }
 
     #[test]
@@ -292,12 +363,12 @@ mod tests {
         f.set(Faults::from_toml("drop = 0.25").expect("parses"))
             .expect("valid");
         let n = 100_000;
-        let lost = (0..n).filter(|_| f.drops(b"a:1")).count();
+        let lost = (0..n).filter(|_| f.fate(b"a:1") == Fate::Drop).count();
         // 0.25 +- 1% of 100k: more than 20 standard deviations apart.
         assert!((24_000..26_000).contains(&lost), "lost {lost} of {n}");
         f.set(Faults::from_toml("drop = 1.0").expect("parses"))
             .expect("valid");
-        assert!((0..1000).all(|_| f.drops(b"a:1")));
+        assert!((0..1000).all(|_| f.fate(b"a:1") == Fate::Drop));
     }
 
     #[test]
@@ -320,7 +391,7 @@ mod tests {
         assert!(f
             .set(Faults {
                 drop: -0.1,
-                block: vec![]
+                ..Faults::none()
             })
             .is_err());
         assert_eq!(f.faults().block, vec!["x:1".to_string()]);

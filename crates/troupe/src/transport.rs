@@ -55,7 +55,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::faults::FaultInjector;
+use crate::faults::{Fate, FaultInjector};
 use crate::tls::{self, PeerTls};
 
 /// Bytes of the length prefix of a frame.
@@ -237,6 +237,9 @@ impl TransportStats {
 #[derive(Default)]
 struct QueueState {
     frames: VecDeque<Bytes>,
+    /// For each frame, the time before which it must not be written (a
+    /// delay injected by [`FaultInjector`]), or None.
+    not_before: VecDeque<Option<Instant>>,
     bytes: usize,
     /// The writer task ended (idle); a new send starts a new one.
     finished: bool,
@@ -328,9 +331,11 @@ impl Transport {
             });
             return;
         }
-        if self.faults.drops(addr) {
-            return;
-        }
+        let not_before = match self.faults.fate(addr) {
+            Fate::Send => None,
+            Fate::Drop => return,
+            Fate::Delay(d) => Some(Instant::now() + d),
+        };
         if bytes.len() > self.limits.frame_bytes_max {
             warn!(
                 len = bytes.len(),
@@ -369,7 +374,7 @@ impl Transport {
             return;
         };
         let mut st = lock(&peer.queue.state);
-        if st.frames.is_empty() && st.partial.is_none() && !st.writing {
+        if not_before.is_none() && st.frames.is_empty() && st.partial.is_none() && !st.writing {
             if let Some(stream) = st.stream.clone() {
                 // The transport refuses larger datagrams above.
                 let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes();
@@ -403,6 +408,7 @@ impl Transport {
         }
         st.bytes += bytes.len();
         st.frames.push_back(bytes);
+        st.not_before.push_back(not_before);
         self.stats
             .queued_frames
             .fetch_add(1, AtomicOrdering::Relaxed);
@@ -412,6 +418,7 @@ impl Transport {
             let Some(old) = st.frames.pop_front() else {
                 break;
             };
+            st.not_before.pop_front();
             st.bytes -= old.len();
             self.stats
                 .queued_frames
@@ -908,6 +915,7 @@ async fn peer_writer(
             }
             // Coalesce everything queued (up to a batch) into one write.
             batch.clear();
+            let mut held_until = None;
             {
                 let mut st = lock(&queue.state);
                 if let Some(p) = st.partial.take() {
@@ -919,9 +927,16 @@ async fn peer_writer(
                     {
                         break;
                     }
+                    if let Some(Some(t)) = st.not_before.front() {
+                        if *t > Instant::now() {
+                            held_until = Some(*t);
+                            break;
+                        }
+                    }
                     let Some(f) = st.frames.pop_front() else {
                         break;
                     };
+                    st.not_before.pop_front();
                     st.bytes -= f.len();
                     stats.queued_frames.fetch_sub(1, AtomicOrdering::Relaxed);
                     // The transport refuses larger datagrams before queueing them.
@@ -932,6 +947,9 @@ async fn peer_writer(
                 st.writing = !batch.is_empty();
             }
             if batch.is_empty() {
+                if let Some(t) = held_until {
+                    tokio::time::sleep_until(t).await;
+                }
                 continue;
             }
             let r = link.write(&batch).await;

@@ -254,8 +254,8 @@ async fn a_partition_injected_by_the_transport_excludes_the_minority_until_it_re
         let addr = |g: &troupe::Group| g.local_addr().to_string();
         let (a0, a1, a2) = (addr(&gs[0]), addr(&gs[1]), addr(&gs[2]));
         let block = |addrs: Vec<String>| troupe::Faults {
-            drop: 0.0,
             block: addrs,
+            ..troupe::Faults::none()
         };
         gs[0].faults().set(block(vec![a2.clone()])).expect("valid");
         gs[1].faults().set(block(vec![a2.clone()])).expect("valid");
@@ -302,6 +302,46 @@ async fn a_partition_injected_by_the_transport_excludes_the_minority_until_it_re
         for g in gs.iter_mut() {
             until_view_size(g, 3).await;
         }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A delay injected by the transport holds every datagram back at least
+/// that long (a lower bound only: the machine may add more), and the group
+/// keeps working through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_delay_holds_datagrams_back_and_the_group_goes_on() {
+    timeout(TEST_TIMEOUT, async {
+        let mut gs = group_of("t-delay", 2).await;
+        let delay = Duration::from_millis(150);
+        gs[0]
+            .faults()
+            .set(troupe::Faults {
+                delay_ms: 150,
+                jitter_ms: 20,
+                ..troupe::Faults::none()
+            })
+            .expect("valid");
+        for k in 0..3 {
+            let t = std::time::Instant::now();
+            gs[0]
+                .send(Ordering::Fifo, format!("late {k}"))
+                .await
+                .expect("send");
+            assert_eq!(
+                deliveries(&mut gs[1], 1).await,
+                vec![format!("late {k}").into_bytes()]
+            );
+            let took = t.elapsed();
+            assert!(took >= delay, "delivered after {took:?}, under the delay");
+        }
+        gs[0].faults().clear();
+        gs[1].send(Ordering::Total, "prompt").await.expect("send");
+        assert_eq!(
+            deliveries(&mut gs[0], 4).await.last(),
+            Some(&b"prompt".to_vec())
+        );
     })
     .await
     .expect("test timed out");

@@ -198,6 +198,17 @@ impl Cluster {
         }
     }
 
+    /// Every member holds each datagram it sends `delay_ms` plus up to
+    /// `jitter_ms` more.
+    pub fn slow(&self, delay_ms: u64, jitter_ms: u64) {
+        for i in 0..self.members.len() {
+            self.set_faults(
+                i,
+                &format!("delay_ms = {delay_ms}\njitter_ms = {jitter_ms}\n"),
+            );
+        }
+    }
+
     /// No faults anywhere.
     pub fn heal(&self) {
         for i in 0..self.members.len() {
