@@ -192,6 +192,14 @@ pub struct BenchArgs {
     /// 2 is faster at 16 KiB, where copying dominates.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     worker_threads: u16,
+    /// Member-to-member TLS for troupe's members (mutual authentication,
+    /// with a CA and certificates made for the run); the raw TCP baseline
+    /// stays plaintext. Not with --failover.
+    #[arg(long, conflicts_with = "failover")]
+    tls: bool,
+    /// Where the run's certificates are (made by `run` for --tls).
+    #[arg(skip)]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 /// Which side of the comparison a member process runs.
@@ -250,6 +258,10 @@ pub struct MemberArgs {
     /// Worker threads of the member's runtime (troupe and watch only).
     #[arg(long, default_value_t = 1)]
     worker_threads: u16,
+    /// Member-to-member TLS with the certificates in this directory (the
+    /// member's are m<index>.pem and m<index>-key.pem; troupe only).
+    #[arg(long)]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 // ---------------------------------------------------------------------------
@@ -364,7 +376,7 @@ impl SideFigures {
 // The parent.
 
 /// Runs `troupe bench`.
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     if !(2..=MEMBERS_MAX).contains(&args.members) {
         bail!("--members must be between 2 and {MEMBERS_MAX}");
     }
@@ -374,11 +386,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if !(1..=3600).contains(&args.seconds) {
         bail!("--seconds must be between 1 and 3600");
     }
+    // The run's certificates live as long as this guard.
+    let pki = if args.tls {
+        let dir = tempfile::Builder::new()
+            .prefix("troupe-bench-pki")
+            .tempdir()
+            .context("cannot make a directory for the run's certificates")?;
+        let nodes: Vec<String> = (0..args.members).map(|i| format!("m{i}")).collect();
+        crate::certs::write_pki(
+            dir.path(),
+            "troupe-bench",
+            &nodes,
+            &["127.0.0.1".to_string()],
+            1,
+        )?;
+        args.tls_dir = Some(dir.path().to_path_buf());
+        Some(dir)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         tokio::select! {
             r = bench(&args) => r,
             _ = tokio::signal::ctrl_c() => {
@@ -387,7 +418,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(130))
             }
         }
-    })
+    });
+    drop(pki);
+    result
 }
 
 fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
@@ -425,6 +458,10 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
     }
     v.push("--worker-threads".into());
     v.push(args.worker_threads.to_string());
+    if let ("troupe", Some(dir)) = (role, &args.tls_dir) {
+        v.push("--tls-dir".into());
+        v.push(dir.display().to_string());
+    }
     v
 }
 
@@ -611,6 +648,7 @@ fn row(args: &BenchArgs, t: &SideFigures, b: &SideFigures, rtt: &RoundTrips) -> 
         "baseline_mesh_rtt_p50_us": RoundTrips::p50_us(&rtt.mesh),
         "ratio": ratio,
         "msgs_per_datagram": t.msgs_per_datagram,
+        "tls": args.tls,
     })
 }
 
@@ -657,7 +695,11 @@ fn print_table(r: &serde_json::Value) {
     );
     println!(
         "{:<18} {:>14.0} {:>10.1} {:>10.0} {:>10.0} {:>10.0}",
-        format!("troupe {}", r["ordering"].as_str().unwrap_or("?")),
+        format!(
+            "troupe {}{}",
+            r["ordering"].as_str().unwrap_or("?"),
+            if r["tls"] == true { " tls" } else { "" }
+        ),
         f("msgs_per_sec"),
         f("mb_per_sec"),
         f("p50_us"),
@@ -1011,6 +1053,14 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
         .stateless();
     if !args.join.is_empty() {
         b = b.join(args.join.clone());
+    }
+    if let Some(dir) = &args.tls_dir {
+        let me = format!("m{}", args.index);
+        b = b.tls(troupe::TlsFiles {
+            cert_file: dir.join(format!("{me}.pem")),
+            key_file: dir.join(format!("{me}-key.pem")),
+            trusted_ca_file: dir.join("ca.pem"),
+        });
     }
     let group = b.start().await.context("cannot start the member")?;
     let (handle, mut events) = group.split();
@@ -1437,6 +1487,8 @@ mod tests {
             overload: false,
             idle: false,
             worker_threads: 2,
+            tls: false,
+            tls_dir: None,
         };
         let fig = SideFigures::of(&[MemberResult {
             delivered: 10,

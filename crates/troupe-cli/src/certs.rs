@@ -199,44 +199,7 @@ pub fn run(args: CertsArgs) -> Result<ExitCode> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     }
 
-    // An hour of slack for clocks slightly behind this one.
-    let now = OffsetDateTime::now_utc();
-    let not_before = now - Duration::hours(1);
-    let not_after = now + Duration::days(i64::from(args.days));
-
-    let ca_key = KeyPair::generate().context("generating the CA key")?;
-    let ca = ca_params(&args.cluster, not_before, not_after);
-    let ca_cert = ca
-        .self_signed(&ca_key)
-        .context("signing the CA certificate")?;
-    let issuer = Issuer::from_params(&ca, &ca_key);
-    write_file(&out.join("ca.pem"), &ca_cert.pem(), false)?;
-    write_file(&out.join("ca-key.pem"), &ca_key.serialize_pem(), true)?;
-
-    let leaves = args
-        .nodes
-        .iter()
-        .map(|n| (n.as_str(), true))
-        .chain([("client", false)]);
-    for (name, server) in leaves {
-        let key = KeyPair::generate().with_context(|| format!("generating {name}'s key"))?;
-        let cert = leaf_params(
-            &args.cluster,
-            name,
-            &args.hosts,
-            server,
-            not_before,
-            not_after,
-        )?
-        .signed_by(&key, &issuer)
-        .with_context(|| format!("signing {name}'s certificate"))?;
-        write_file(&out.join(format!("{name}.pem")), &cert.pem(), false)?;
-        write_file(
-            &out.join(format!("{name}-key.pem")),
-            &key.serialize_pem(),
-            true,
-        )?;
-    }
+    write_pki(out, &args.cluster, &args.nodes, &args.hosts, args.days)?;
     println!(
         "wrote ca.pem, {}.pem and client.pem (with their -key.pem) to {}, valid for {} days",
         args.nodes.join(".pem, "),
@@ -244,4 +207,46 @@ pub fn run(args: CertsArgs) -> Result<ExitCode> {
         args.days
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the CA, a certificate for each of `nodes` and the client's into
+/// the existing directory `out` (the files listed at the top of this module).
+pub fn write_pki(
+    out: &Path,
+    cluster: &str,
+    nodes: &[String],
+    hosts: &[String],
+    days: u32,
+) -> Result<()> {
+    // An hour of slack for clocks slightly behind this one.
+    let now = OffsetDateTime::now_utc();
+    let not_before = now - Duration::hours(1);
+    let not_after = now + Duration::days(i64::from(days));
+
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let ca = ca_params(cluster, not_before, not_after);
+    let ca_cert = ca
+        .self_signed(&ca_key)
+        .context("signing the CA certificate")?;
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    write_file(&out.join("ca.pem"), &ca_cert.pem(), false)?;
+    write_file(&out.join("ca-key.pem"), &ca_key.serialize_pem(), true)?;
+
+    let leaves = nodes
+        .iter()
+        .map(|n| (n.as_str(), true))
+        .chain([("client", false)]);
+    for (name, server) in leaves {
+        let key = KeyPair::generate().with_context(|| format!("generating {name}'s key"))?;
+        let cert = leaf_params(cluster, name, hosts, server, not_before, not_after)?
+            .signed_by(&key, &issuer)
+            .with_context(|| format!("signing {name}'s certificate"))?;
+        write_file(&out.join(format!("{name}.pem")), &cert.pem(), false)?;
+        write_file(
+            &out.join(format!("{name}-key.pem")),
+            &key.serialize_pem(),
+            true,
+        )?;
+    }
+    Ok(())
 }

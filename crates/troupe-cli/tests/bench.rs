@@ -83,6 +83,15 @@ fn bench_json_reports_positive_figures() {
     }
 }
 
+/// With --tls the members authenticate each other with certificates made
+/// for the run, and the report says so.
+#[test]
+fn bench_runs_troupe_over_tls() {
+    let v = bench_json(&["--members", "3", "--seconds", "1", "--tls"]);
+    assert_eq!(v["tls"], true, "{v}");
+    assert!(number(&v, "msgs_per_sec") > 0.0, "{v}");
+}
+
 #[test]
 fn failover_reports_its_distribution_and_false_suspicions() {
     let v = bench_json(&["--failover", "--kills", "2", "--suspect-timeout-ms", "1000"]);
