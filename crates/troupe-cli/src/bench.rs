@@ -197,6 +197,14 @@ pub struct BenchArgs {
     /// stays plaintext. Not with --failover.
     #[arg(long, conflicts_with = "failover")]
     tls: bool,
+    /// Each troupe member loses this fraction of the datagrams it sends
+    /// (the transport's fault injection; the baseline runs clean): how the
+    /// group's repair holds up.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "failover")]
+    drop: f64,
+    /// Each troupe member holds every datagram it sends this many ms.
+    #[arg(long, default_value_t = 0, conflicts_with = "failover")]
+    delay_ms: u64,
     /// Where the run's certificates are (made by `run` for --tls).
     #[arg(skip)]
     tls_dir: Option<std::path::PathBuf>,
@@ -262,6 +270,12 @@ pub struct MemberArgs {
     /// member's are m<index>.pem and m<index>-key.pem; troupe only).
     #[arg(long)]
     tls_dir: Option<std::path::PathBuf>,
+    /// Fraction of sent datagrams lost (troupe only).
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Delay of every sent datagram, ms (troupe only).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -386,6 +400,13 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     if !(1..=3600).contains(&args.seconds) {
         bail!("--seconds must be between 1 and 3600");
     }
+    troupe::Faults {
+        drop: args.drop,
+        delay_ms: args.delay_ms,
+        ..troupe::Faults::none()
+    }
+    .check()
+    .map_err(|e| anyhow::anyhow!("--drop / --delay-ms: {e}"))?;
     // The run's certificates live as long as this guard.
     let pki = if args.tls {
         let dir = tempfile::Builder::new()
@@ -458,9 +479,19 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
     }
     v.push("--worker-threads".into());
     v.push(args.worker_threads.to_string());
-    if let ("troupe", Some(dir)) = (role, &args.tls_dir) {
-        v.push("--tls-dir".into());
-        v.push(dir.display().to_string());
+    if role == "troupe" {
+        if let Some(dir) = &args.tls_dir {
+            v.push("--tls-dir".into());
+            v.push(dir.display().to_string());
+        }
+        if args.drop > 0.0 {
+            v.push("--drop".into());
+            v.push(args.drop.to_string());
+        }
+        if args.delay_ms > 0 {
+            v.push("--delay-ms".into());
+            v.push(args.delay_ms.to_string());
+        }
     }
     v
 }
@@ -649,6 +680,8 @@ fn row(args: &BenchArgs, t: &SideFigures, b: &SideFigures, rtt: &RoundTrips) -> 
         "ratio": ratio,
         "msgs_per_datagram": t.msgs_per_datagram,
         "tls": args.tls,
+        "drop": args.drop,
+        "delay_ms": args.delay_ms,
     })
 }
 
@@ -720,6 +753,13 @@ fn print_table(r: &serde_json::Value) {
         f("baseline_rtt_p50_us"),
         f("baseline_mesh_rtt_p50_us")
     );
+    if f("drop") > 0.0 || f("delay_ms") > 0.0 {
+        println!(
+            "(troupe's members lost {:.2}% of the datagrams they sent and held each {} ms; the baseline ran clean)",
+            100.0 * f("drop"),
+            f("delay_ms")
+        );
+    }
     println!("troupe / raw TCP deliveries per member: {:.3}", f("ratio"));
 }
 
@@ -1061,6 +1101,16 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             key_file: dir.join(format!("{me}-key.pem")),
             trusted_ca_file: dir.join("ca.pem"),
         });
+    }
+    let faults = troupe::Faults {
+        drop: args.drop,
+        delay_ms: args.delay_ms,
+        ..troupe::Faults::none()
+    };
+    if !faults.is_none() {
+        let injector = troupe::FaultInjector::new();
+        injector.set(faults)?;
+        b = b.faults(injector);
     }
     let group = b.start().await.context("cannot start the member")?;
     let (handle, mut events) = group.split();
@@ -1489,6 +1539,8 @@ mod tests {
             worker_threads: 2,
             tls: false,
             tls_dir: None,
+            drop: 0.0,
+            delay_ms: 0,
         };
         let fig = SideFigures::of(&[MemberResult {
             delivered: 10,

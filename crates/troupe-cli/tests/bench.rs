@@ -92,6 +92,25 @@ fn bench_runs_troupe_over_tls() {
     assert!(number(&v, "msgs_per_sec") > 0.0, "{v}");
 }
 
+/// --drop makes troupe's members lose datagrams (the group repairs them);
+/// the report says how many, and a value that is not a probability is
+/// refused before anything starts.
+#[test]
+fn bench_runs_troupe_under_injected_loss() {
+    let v = bench_json(&["--members", "3", "--seconds", "1", "--drop", "0.02"]);
+    assert_eq!(v["drop"], 0.02, "{v}");
+    assert!(number(&v, "msgs_per_sec") > 0.0, "{v}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["bench", "--drop", "2"])
+        .output()
+        .unwrap_or_else(|e| panic!("running troupe: {e}"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a probability"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn failover_reports_its_distribution_and_false_suspicions() {
     let v = bench_json(&["--failover", "--kills", "2", "--suspect-timeout-ms", "1000"]);

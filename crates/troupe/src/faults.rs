@@ -141,6 +141,12 @@ impl Faults {
         f.checked()
     }
 
+    /// Whether these faults can be injected (what [`FaultInjector::set`]
+    /// checks).
+    pub fn check(&self) -> Result<(), FaultsError> {
+        self.clone().checked().map(|_| ())
+    }
+
     /// The same faults with addresses normalised, or why they cannot work.
     fn checked(mut self) -> Result<Faults, FaultsError> {
         if !(0.0..=1.0).contains(&self.drop) {
