@@ -27,6 +27,15 @@ use crate::tls::TlsFiles;
 /// limit keeps a wrong path (a log file, a device) from being read whole.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
 
+/// The runtime's retransmission-request interval, in milliseconds, shorter
+/// than the engine's default (20 ms, which waits 10 ms in case reordering
+/// fills a gap). Over this transport a sender's datagrams come in order on
+/// one connection, so a gap is a loss: asking after 2 ms instead of 10 ms
+/// kept `troupe bench` (total, 1 KiB, all sending) at 707k msgs/s per member
+/// with 1% of datagrams lost, where 20 ms gave 390k, and at 563k instead of
+/// 171k with 5%; with no loss no request is sent at all.
+pub const NAK_INTERVAL_MS: u64 = 4;
+
 /// How a member runs: its group, its addresses, and the engine's timing.
 ///
 /// Durations are in milliseconds so that the TOML file stays plain. Fields
@@ -55,6 +64,10 @@ pub struct GroupConfig {
     pub flush_timeout_ms: Option<u64>,
     /// Interval between join attempts, in milliseconds.
     pub join_retry_interval_ms: Option<u64>,
+    /// Shortest interval between two retransmission requests to the same
+    /// sender, in milliseconds; the first goes out half of it after a gap
+    /// is seen. `None`: [`NAK_INTERVAL_MS`].
+    pub nak_interval_ms: Option<u64>,
     /// How long starting (or rejoining) waits for the first view, in milliseconds.
     pub join_timeout_ms: u64,
     /// Most unstable messages this member may have outstanding.
@@ -92,6 +105,7 @@ impl Default for GroupConfig {
             suspect_timeout_ms: None,
             flush_timeout_ms: None,
             join_retry_interval_ms: None,
+            nak_interval_ms: None,
             join_timeout_ms: 30_000,
             window_msgs_max: None,
             window_bytes_max: None,
@@ -169,6 +183,7 @@ impl GroupConfig {
         if let Some(v) = self.join_retry_interval_ms {
             c.join_retry_interval = ms(v);
         }
+        c.nak_interval = ms(self.nak_interval_ms.unwrap_or(NAK_INTERVAL_MS));
         if let Some(v) = self.window_msgs_max {
             c.window_msgs_max = v;
         }

@@ -111,6 +111,13 @@ impl GroupBuilder {
         self
     }
 
+    /// Shortest interval between two retransmission requests to the same
+    /// sender (default [`crate::NAK_INTERVAL_MS`]).
+    pub fn nak_interval(mut self, d: Duration) -> GroupBuilder {
+        self.cfg.nak_interval_ms = Some(millis(d).max(1));
+        self
+    }
+
     /// How long [`GroupBuilder::start`] and [`GroupHandle::rejoin`] wait to be admitted.
     pub fn join_timeout(mut self, d: Duration) -> GroupBuilder {
         self.cfg.join_timeout_ms = millis(d).max(1);

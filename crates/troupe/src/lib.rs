@@ -64,7 +64,7 @@ mod replicated;
 pub mod tls;
 mod transport;
 
-pub use config::{ConfigError, GroupConfig};
+pub use config::{ConfigError, GroupConfig, NAK_INTERVAL_MS};
 pub use driver::QueryResult;
 pub use error::Error;
 pub use faults::{FaultInjector, Faults, FaultsError};
