@@ -320,10 +320,7 @@ async fn member(args: MemberArgs) -> anyhow::Result<ExitCode> {
         window_msgs_max: Some(1024),
         ..troupe::GroupConfig::default()
     })
-    .faults(match &args.fault_file {
-        Some(path) => crate::faults::watch(path)?,
-        None => troupe::FaultInjector::new(),
-    })
+    .faults(crate::faults::from_flag(args.fault_file.as_deref())?)
     .start()
     .await
     .context("cannot start the member")?;

@@ -28,6 +28,14 @@ pub fn watch(path: &Path) -> Result<FaultInjector> {
     Ok(faults)
 }
 
+/// The injector for an optional `--fault-file` (none: nothing injected).
+pub fn from_flag(path: Option<&Path>) -> Result<FaultInjector> {
+    match path {
+        Some(p) => watch(p),
+        None => Ok(FaultInjector::new()),
+    }
+}
+
 fn apply(faults: &FaultInjector, text: &str, path: &Path) -> Result<()> {
     let f = Faults::from_toml(text).with_context(|| path.display().to_string())?;
     faults.set(f)?;

@@ -45,6 +45,10 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics over HTTP at this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Transport faults from a TOML file, read again every 100 ms (as
+    /// `troupe serve --fault-file`: drop, block, delay_ms, jitter_ms).
+    #[arg(long)]
+    fault_file: Option<PathBuf>,
 }
 
 /// Parses an ordering name for clap.
@@ -142,6 +146,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     cfg.node_id = Some(node_of_name(&args.name));
     let json = args.json;
     let mut group = GroupBuilder::from_config(cfg)
+        .faults(crate::faults::from_flag(args.fault_file.as_deref())?)
         .start()
         .await
         .context("cannot start the member")?;

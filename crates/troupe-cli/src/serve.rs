@@ -216,9 +216,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     }
     let rt = crate::runtime(args.worker_threads)?;
     rt.block_on(async {
-        if let Some(path) = &args.fault_file {
-            cfg.faults = crate::faults::watch(path)?;
-        }
+        cfg.faults = crate::faults::from_flag(args.fault_file.as_deref())?;
         tokio::select! {
             r = troupe_kv::serve(cfg) => r.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(()),
