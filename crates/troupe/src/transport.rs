@@ -236,10 +236,9 @@ impl TransportStats {
 /// The frames waiting for one peer.
 #[derive(Default)]
 struct QueueState {
-    frames: VecDeque<Bytes>,
-    /// For each frame, the time before which it must not be written (a
-    /// delay injected by [`FaultInjector`]), or None.
-    not_before: VecDeque<Option<Instant>>,
+    /// Each frame, with the time before which it must not be written (a
+    /// delay injected by [`FaultInjector`]), if any.
+    frames: VecDeque<(Bytes, Option<Instant>)>,
     bytes: usize,
     /// The writer task ended (idle); a new send starts a new one.
     finished: bool,
@@ -407,18 +406,16 @@ impl Transport {
             }
         }
         st.bytes += bytes.len();
-        st.frames.push_back(bytes);
-        st.not_before.push_back(not_before);
+        st.frames.push_back((bytes, not_before));
         self.stats
             .queued_frames
             .fetch_add(1, AtomicOrdering::Relaxed);
         while st.frames.len() > self.limits.queue_frames_max
             || st.bytes > self.limits.queue_bytes_max
         {
-            let Some(old) = st.frames.pop_front() else {
+            let Some((old, _)) = st.frames.pop_front() else {
                 break;
             };
-            st.not_before.pop_front();
             st.bytes -= old.len();
             self.stats
                 .queued_frames
@@ -921,22 +918,21 @@ async fn peer_writer(
                 if let Some(p) = st.partial.take() {
                     batch.extend_from_slice(&p);
                 }
-                while let Some(f) = st.frames.front() {
+                while let Some((f, not_before)) = st.frames.front() {
                     if !batch.is_empty()
                         && batch.len() + FRAME_HEADER_BYTES + f.len() > BATCH_BYTES_MAX
                     {
                         break;
                     }
-                    if let Some(Some(t)) = st.not_before.front() {
-                        if *t > Instant::now() {
-                            held_until = Some(*t);
+                    if let Some(t) = *not_before {
+                        if t > Instant::now() {
+                            held_until = Some(t);
                             break;
                         }
                     }
-                    let Some(f) = st.frames.pop_front() else {
+                    let Some((f, _)) = st.frames.pop_front() else {
                         break;
                     };
-                    st.not_before.pop_front();
                     st.bytes -= f.len();
                     stats.queued_frames.fetch_sub(1, AtomicOrdering::Relaxed);
                     // The transport refuses larger datagrams before queueing them.
