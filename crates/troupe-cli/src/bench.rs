@@ -210,6 +210,15 @@ pub struct BenchArgs {
     tls_dir: Option<std::path::PathBuf>,
 }
 
+/// The faults `--drop` and `--delay-ms` ask troupe's members to inject.
+fn injected(drop: f64, delay_ms: u64) -> troupe::Faults {
+    troupe::Faults {
+        drop,
+        delay_ms,
+        ..troupe::Faults::none()
+    }
+}
+
 /// Which side of the comparison a member process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -400,13 +409,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     if !(1..=3600).contains(&args.seconds) {
         bail!("--seconds must be between 1 and 3600");
     }
-    troupe::Faults {
-        drop: args.drop,
-        delay_ms: args.delay_ms,
-        ..troupe::Faults::none()
-    }
-    .check()
-    .map_err(|e| anyhow::anyhow!("--drop / --delay-ms: {e}"))?;
+    injected(args.drop, args.delay_ms)
+        .check()
+        .map_err(|e| anyhow::anyhow!("--drop / --delay-ms: {e}"))?;
     // The run's certificates live as long as this guard.
     let pki = if args.tls {
         let dir = tempfile::Builder::new()
@@ -1102,16 +1107,9 @@ async fn troupe_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
             trusted_ca_file: dir.join("ca.pem"),
         });
     }
-    let faults = troupe::Faults {
-        drop: args.drop,
-        delay_ms: args.delay_ms,
-        ..troupe::Faults::none()
-    };
-    if !faults.is_none() {
-        let injector = troupe::FaultInjector::new();
-        injector.set(faults)?;
-        b = b.faults(injector);
-    }
+    let faults = troupe::FaultInjector::new();
+    faults.set(injected(args.drop, args.delay_ms))?;
+    b = b.faults(faults);
     let group = b.start().await.context("cannot start the member")?;
     let (handle, mut events) = group.split();
     tell(&format!("port {}", handle.local_addr().port()));

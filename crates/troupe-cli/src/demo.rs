@@ -33,7 +33,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use troupe::{Event, ExitReason, GroupBuilder, MemberId, Ordering};
+use troupe::{Event, ExitReason, Faults, GroupBuilder, MemberId, Ordering};
 use troupe_sim::check::{check_all, trace_around, Property, Report};
 use troupe_sim::history::{
     digest64, History, MemberIdRepr, MsgKey, Record, RecordKind, ViewIdRepr,
@@ -138,15 +138,6 @@ pub struct MemberArgs {
     /// `troupe serve --fault-file`).
     #[arg(long)]
     fault_file: Option<PathBuf>,
-}
-
-/// Replaces a member's fault file at once (a rename: the member never reads
-/// half of it).
-fn write_faults(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 // ---------------------------------------------------------------------------
@@ -635,7 +626,7 @@ impl Fleet {
         let history = self.dir.join(format!("history-{i}.jsonl"));
         let log = self.dir.join(format!("member-{i}.log"));
         let faults = self.dir.join(format!("faults-{i}.toml"));
-        write_faults(&faults, "")?;
+        crate::faults::write(&faults, &Faults::none())?;
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Command::new(&self.exe);
@@ -996,8 +987,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let Some(victim) = f.procs.iter().position(running) else {
             bail!("no member left to cut off");
         };
-        let addr = |p: &Proc| p.port.map(|port| format!("\"127.0.0.1:{port}\""));
-        let victim_addr = addr(&f.procs[victim]).unwrap_or_default();
+        let addr = |p: &Proc| p.port.map(|port| format!("127.0.0.1:{port}"));
+        let victim_addr: Vec<String> = addr(&f.procs[victim]).into_iter().collect();
         let others: Vec<String> = f
             .procs
             .iter()
@@ -1006,12 +997,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|(_, p)| addr(p))
             .collect();
         for (i, p) in f.procs.iter().enumerate().filter(|(_, p)| running(p)) {
-            let block = if i == victim {
-                others.join(", ")
-            } else {
-                victim_addr.clone()
+            let block = if i == victim { &others } else { &victim_addr };
+            let cut = Faults {
+                block: block.clone(),
+                ..Faults::none()
             };
-            write_faults(&p.faults, &format!("block = [{block}]\n"))?;
+            crate::faults::write(&p.faults, &cut)?;
         }
         cut_off = Some((victim, f.procs[victim].members.len()));
         f.note(
@@ -1024,7 +1015,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         f.pump_until(heal_at, json).await;
         for p in f.procs.iter().filter(|p| running(p)) {
-            write_faults(&p.faults, "")?;
+            crate::faults::write(&p.faults, &Faults::none())?;
         }
         faults_end_ns = f.now_ns();
         f.note("partition healed".to_string(), json);

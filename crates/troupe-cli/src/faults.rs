@@ -36,6 +36,16 @@ pub fn from_flag(path: Option<&Path>) -> Result<FaultInjector> {
     }
 }
 
+/// Replaces a fault file with `faults`, atomically (written beside it, then
+/// renamed over it), so that a member polling it never reads half of it.
+pub fn write(path: &Path, faults: &Faults) -> Result<()> {
+    let text = toml::to_string(faults).context("encoding faults as TOML")?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn apply(faults: &FaultInjector, text: &str, path: &Path) -> Result<()> {
     let f = Faults::from_toml(text).with_context(|| path.display().to_string())?;
     faults.set(f)?;
