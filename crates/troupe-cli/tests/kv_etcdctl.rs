@@ -127,8 +127,14 @@ fn etcdctl_works_unchanged() {
             .await
             .unwrap_or_else(|_| panic!("cluster never served\n{}", cluster.logs()))
     });
+    // Endpoints as URLs, as etcd's documentation writes them.
     let ctl = Ctl {
-        endpoints: cluster.endpoints().join(","),
+        endpoints: cluster
+            .endpoints()
+            .iter()
+            .map(|e| format!("http://{e}"))
+            .collect::<Vec<_>>()
+            .join(","),
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_all(&ctl)));
     if let Err(e) = result {
@@ -261,10 +267,9 @@ fn run_all(ctl: &Ctl) {
     // member list, endpoint status and health, compaction.
     assert_eq!(ctl.ok(&["member", "list"]).lines().count(), 3);
     // Every member's client URLs are known to each, so that a client given
-    // one endpoint finds the rest (`--cluster` asks `member list` for them).
-    // (`endpoint health` here: etcdctl 3.4's `endpoint status` dials an
-    // `http://` URL with that URL as the HTTP/2 :authority, which the h2
-    // crate under tonic refuses as malformed; see the README.)
+    // one endpoint finds the rest (`--cluster` asks `member list` for them
+    // and dials each `http://` URL with that URL as the HTTP/2 :authority,
+    // which the server reads as host:port: see troupe-kv's authority.rs).
     let one = Ctl {
         endpoints: ctl
             .endpoints
@@ -273,6 +278,8 @@ fn run_all(ctl: &Ctl) {
             .unwrap_or_default()
             .to_string(),
     };
+    let mut want: Vec<String> = ctl.endpoints.split(',').map(str::to_string).collect();
+    want.sort();
     let all = one.ok(&["endpoint", "health", "--cluster", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&all).unwrap_or_default();
     let mut found: Vec<String> = v
@@ -283,14 +290,36 @@ fn run_all(ctl: &Ctl) {
         .filter_map(|e| e["endpoint"].as_str().map(str::to_string))
         .collect();
     found.sort();
-    let mut want: Vec<String> = ctl
-        .endpoints
-        .split(',')
-        .map(|e| format!("http://{}", e.trim_start_matches("http://")))
-        .collect();
-    want.sort();
     assert_eq!(found, want, "endpoint health --cluster: {all}");
+    let all = one.ok(&["endpoint", "status", "--cluster", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&all).unwrap_or_default();
+    let rows = v.as_array().cloned().unwrap_or_default();
+    let mut found: Vec<String> = rows
+        .iter()
+        .filter_map(|e| e["Endpoint"].as_str().map(str::to_string))
+        .collect();
+    found.sort();
+    assert_eq!(found, want, "endpoint status --cluster: {all}");
+    // One leader, the same for every member, and it is one of them.
+    let leaders: Vec<u64> = rows
+        .iter()
+        .filter_map(|e| e["Status"]["leader"].as_u64())
+        .collect();
+    let ids: Vec<u64> = rows
+        .iter()
+        .filter_map(|e| e["Status"]["header"]["member_id"].as_u64())
+        .collect();
+    assert_eq!(leaders.len(), 3, "{all}");
+    assert!(leaders.iter().all(|l| *l == leaders[0]), "{all}");
+    assert!(ids.contains(&leaders[0]), "{all}");
     let status = ctl.ok(&["endpoint", "status", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{status}");
+    // Endpoints written as host:port work as well.
+    let bare = Ctl {
+        endpoints: ctl.endpoints.replace("http://", ""),
+    };
+    let status = bare.ok(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
     assert_eq!(v.as_array().map(Vec::len), Some(3), "{status}");
     let health = ctl.run(&["endpoint", "health"], None);

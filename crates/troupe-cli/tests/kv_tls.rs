@@ -369,6 +369,12 @@ async fn client_tls_with_client_cert_auth_refuses_strangers() {
             good.get(&eps, "ctl").await.ok().flatten(),
             Some("from-etcdctl".into())
         );
+        // `endpoint status` dials each `https://` URL with the whole URL as
+        // its :authority (see troupe-kv's authority.rs).
+        let o = etcdctl(&eps, &with_cert, &["endpoint", "status", "-w", "json"]);
+        assert!(o.status.success(), "etcdctl endpoint status: {}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        assert_eq!(v.as_array().map(Vec::len), Some(3), "{}", text(&o));
         let refused = [
             ("etcdctl without a certificate", vec![with_cert[0].clone()]),
             (

@@ -16,6 +16,7 @@
 //! client certificates verified against a trusted CA when asked for.
 //! Member-to-member traffic is not encrypted yet.
 
+mod authority;
 pub mod config;
 pub mod machine;
 pub mod mvcc;
@@ -54,6 +55,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use authority::AuthorityFix;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::rustls::{self, server::WebPkiClientVerifier};
@@ -150,7 +152,9 @@ pub fn client_tls_config(t: &ClientTls) -> Result<rustls::ServerConfig, ServeErr
 fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<AuthorityFix<TlsStream<TcpStream>>, std::io::Error>,
+> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES));
@@ -175,7 +179,7 @@ fn tls_incoming(
                 let _permit = permit;
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(AuthorityFix::new(tls))).await;
                     }
                     Ok(Err(e)) => warn!(%peer, error = %e, "client refused at the TLS handshake"),
                     Err(_) => {
@@ -267,8 +271,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 // No Nagle: a small response must not wait for the
                 // client's delayed acknowledgement (it cost 40-50 ms per
                 // sequential request); the TLS path sets it per connection.
+                // Every client connection is read through `AuthorityFix`
+                // (etcdctl's `http://` authorities; see authority.rs).
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = tokio_stream::StreamExt::map(incoming, |c| c.map(AuthorityFix::new));
                 router.serve_with_incoming(incoming).await
             }
         }
