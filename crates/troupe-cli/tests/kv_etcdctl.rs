@@ -315,6 +315,56 @@ fn run_all(ctl: &Ctl) {
     let status = ctl.ok(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
     assert_eq!(v.as_array().map(Vec::len), Some(3), "{status}");
+    // hashkv: every member hashes its own data; replicas that applied the
+    // same commands agree at the same revision, and a write changes it.
+    let hashes = |rev: i64| -> Option<Vec<u64>> {
+        let o = one.run(
+            &[
+                "endpoint",
+                "hashkv",
+                "--cluster",
+                &format!("--rev={rev}"),
+                "-w",
+                "json",
+            ],
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let h: Vec<u64> = v
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["HashKV"]["hash"].as_u64())
+            .collect();
+        (o.status.success() && h.len() == 3).then_some(h)
+    };
+    let rev_now = || -> i64 {
+        let j = one.ok(&["get", "k1", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap_or_default();
+        v["header"]["revision"].as_i64().unwrap_or(0)
+    };
+    let agreed = |rev: i64| -> Option<u64> {
+        let mut found = None;
+        until(Duration::from_secs(10), || {
+            found = hashes(rev)
+                .filter(|h| h.iter().all(|x| *x == h[0]))
+                .map(|h| h[0]);
+            found.is_some()
+        });
+        found
+    };
+    let before_rev = rev_now();
+    let before = agreed(before_rev);
+    assert!(
+        before.is_some(),
+        "endpoint hashkv --cluster at {before_rev}: {:?}",
+        hashes(before_rev)
+    );
+    ctl.ok(&["put", "hashed", "changes-the-hash"]);
+    let after_rev = rev_now();
+    let after = agreed(after_rev);
+    assert!(after.is_some(), "endpoint hashkv --cluster at {after_rev}");
+    assert_ne!(before, after, "a write changes the hash");
+    assert_eq!(agreed(before_rev), before, "the past hashes as it did");
     // Endpoints written as host:port work as well.
     let bare = Ctl {
         endpoints: ctl.endpoints.replace("http://", ""),

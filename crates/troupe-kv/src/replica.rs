@@ -246,6 +246,26 @@ pub enum Request {
         /// The status.
         reply: oneshot::Sender<StatusInfo>,
     },
+    /// A checksum of this member's key-value data (see [`crate::mvcc::Mvcc::hash_at`]).
+    HashKv {
+        /// The revision to hash up to (0: the current one).
+        rev: i64,
+        /// The checksum, or why that revision cannot be hashed.
+        reply: oneshot::Sender<Result<KvHash, Status>>,
+    },
+}
+
+/// A member's answer to [`Request::HashKv`].
+#[derive(Debug, Clone, Copy)]
+pub struct KvHash {
+    /// The checksum.
+    pub hash: u32,
+    /// The revision it covers.
+    pub hash_rev: i64,
+    /// The revision compacted at.
+    pub compacted: i64,
+    /// The member's current revision.
+    pub revision: i64,
 }
 
 /// What the writer thread reports.
@@ -1698,6 +1718,19 @@ impl Replica {
             Request::CloseStream { stream } => self.watchers.retain(|(s, _), _| *s != stream),
             Request::Revision { reply } => {
                 let _ = reply.send(self.committed_rev);
+            }
+            Request::HashKv { rev, reply } => {
+                let mvcc = &self.machine.mvcc;
+                let r = mvcc
+                    .hash_at(rev)
+                    .map(|(hash, hash_rev)| KvHash {
+                        hash,
+                        hash_rev,
+                        compacted: mvcc.compacted(),
+                        revision: mvcc.revision(),
+                    })
+                    .map_err(|e| Status::out_of_range(e.to_string()));
+                let _ = reply.send(r);
             }
             Request::Status { reply } => {
                 let leader = self

@@ -561,6 +561,23 @@ impl pb::maintenance_server::Maintenance for Server {
         }))
     }
 
+    /// Served by this member from its own data, like etcd's: members that
+    /// applied the same commands give the same hash at the same revision.
+    async fn hash_kv(
+        &self,
+        req: GrpcRequest<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let rev = req.into_inner().revision;
+        let h = self.call(|reply| Request::HashKv { rev, reply }).await??;
+        let epoch = self.status_info().await?.epoch;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.header(h.revision, epoch)),
+            hash: h.hash,
+            compact_revision: h.compacted,
+            hash_revision: h.hash_rev,
+        }))
+    }
+
     async fn status(
         &self,
         _req: GrpcRequest<pb::StatusRequest>,
