@@ -6,17 +6,22 @@
 //! server lets that through; the `h2` crate under tonic refuses it as a
 //! malformed authority and resets the stream, and has no option to relax
 //! the check (hyperium/h2#525). So each client connection is read through
-//! [`AuthorityFix`], which takes the byte stream apart into HTTP/2 frames,
-//! decodes every header block (HPACK keeps a table per connection, so every
-//! block must be decoded to follow it), and hands the server the same
-//! headers with a URL-shaped `:authority` cut down to its `host:port`.
+//! [`AuthorityFix`], which takes the byte stream apart into HTTP/2 frames
+//! and decodes the connection's first header block. If its `:authority` is
+//! a URL, every header block of the connection is decoded (HPACK keeps a
+//! table per connection, so every block must be decoded to follow it) and
+//! handed to the server with a URL-shaped `:authority` cut down to its
+//! `host:port`. Otherwise the connection passes unchanged from then on, at
+//! no cost: a gRPC client sends one authority on all the requests of a
+//! connection (grpc-go sets it once per connection; so do tonic and the
+//! `etcd-client` crate).
 //!
 //! Only what the client sends passes through here; what the server writes
 //! goes straight to the socket. Frames other than HEADERS and CONTINUATION
-//! pass unchanged and without being buffered whole. Header blocks are
-//! re-encoded as literals without indexing, so the server's HPACK table
-//! stays empty and never has to mirror the client's. A block that does not
-//! decode, or that is larger than [`MAX_BLOCK`] encoded or
+//! pass unchanged and without being buffered whole. Rewritten header blocks
+//! are encoded as literals without indexing, so the server's HPACK table
+//! stays as it was and never has to mirror the client's. A block that does
+//! not decode, or that is larger than [`MAX_BLOCK`] encoded or
 //! [`MAX_HEADER_LIST`] decoded, closes the connection with an error, as the
 //! server would have on the same input.
 
@@ -24,7 +29,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
@@ -68,6 +73,8 @@ struct Block {
     flags: u8,
     priority: Option<[u8; 5]>,
     fragment: BytesMut,
+    /// The frames as they came, while the connection is undecided.
+    frames: Vec<Bytes>,
 }
 
 /// A client connection read as its server should see it: every request's
@@ -81,8 +88,9 @@ pub struct AuthorityFix<S> {
     out: BytesMut,
     block: Option<Block>,
     decoder: loona_hpack::Decoder<'static>,
-    /// How many `:authority` values were cut down on this connection.
-    fixed: u64,
+    /// Whether the connection's header blocks are rewritten; decided by
+    /// its first (`None` until then).
+    rewriting: Option<bool>,
     eof: bool,
 }
 
@@ -98,7 +106,7 @@ impl<S> AuthorityFix<S> {
             out: BytesMut::new(),
             block: None,
             decoder,
-            fixed: 0,
+            rewriting: None,
             eof: false,
         }
     }
@@ -178,8 +186,8 @@ impl<S> AuthorityFix<S> {
                         self.raw.reserve(FRAME_HEADER + len - self.raw.len());
                         return Ok(());
                     }
-                    self.raw.advance(FRAME_HEADER);
-                    let mut payload = self.raw.split_to(len);
+                    let frame = self.raw.split_to(FRAME_HEADER + len).freeze();
+                    let mut payload = frame.slice(FRAME_HEADER..);
                     if kind == HEADERS {
                         let mut priority = None;
                         if flags & PADDED != 0 {
@@ -205,11 +213,17 @@ impl<S> AuthorityFix<S> {
                             stream,
                             flags,
                             priority,
-                            fragment: payload,
+                            fragment: BytesMut::from(&payload[..]),
+                            frames: Vec::new(),
                         });
                     } else if let Some(block) = self.block.as_mut() {
                         block.fragment.extend_from_slice(&payload);
                         block.flags |= flags & END_HEADERS;
+                    }
+                    if self.rewriting.is_none() {
+                        if let Some(block) = self.block.as_mut() {
+                            block.frames.push(frame);
+                        }
                     }
                     if self
                         .block
@@ -218,6 +232,9 @@ impl<S> AuthorityFix<S> {
                     {
                         if let Some(block) = self.block.take() {
                             self.rewrite(block)?;
+                        }
+                        if self.rewriting == Some(false) {
+                            self.at = At::Raw;
                         }
                     }
                 }
@@ -230,7 +247,8 @@ impl<S> AuthorityFix<S> {
     }
 
     /// Decodes one whole header block and writes it to `out` again, with
-    /// literals only and the `:authority` in `host:port` form.
+    /// literals only and the `:authority` in `host:port` form; or, if it is
+    /// the connection's first and its authority needs nothing, as it came.
     fn rewrite(&mut self, block: Block) -> io::Result<()> {
         let mut encoded = BytesMut::with_capacity(block.fragment.len() + 64);
         let mut size = 0usize;
@@ -256,11 +274,15 @@ impl<S> AuthorityFix<S> {
                 "a header list larger than {MAX_HEADER_LIST} bytes"
             )));
         }
-        if fixed {
-            self.fixed += 1;
-            if self.fixed == 1 {
-                debug!("a client sent a URL as its :authority; it is read as host:port");
+        if self.rewriting.is_none() {
+            self.rewriting = Some(fixed);
+            if !fixed {
+                for frame in &block.frames {
+                    self.out.extend_from_slice(frame);
+                }
+                return Ok(());
             }
+            debug!("a client sent a URL as its :authority; its connection is read as host:port");
         }
         let mut first = true;
         let mut rest = &encoded[..];
@@ -533,8 +555,12 @@ mod tests {
             match kind {
                 HEADERS => {
                     assert!(block.is_none());
-                    assert_eq!(flags & PADDED, 0, "padding is dropped");
                     assert!(len <= MAX_FRAME);
+                    let payload = if flags & PADDED != 0 {
+                        &payload[1..payload.len() - usize::from(payload[0])]
+                    } else {
+                        payload
+                    };
                     let (priority, rest) = if flags & PRIORITY != 0 {
                         (Some(payload[..5].to_vec()), &payload[5..])
                     } else {
@@ -634,6 +660,26 @@ mod tests {
                 assert_eq!(fields.len(), 6);
             }
         }
+    }
+
+    #[test]
+    fn a_connection_whose_first_authority_is_fine_passes_unchanged() {
+        let mut enc = loona_hpack::Encoder::new();
+        let mut wire = PREFACE.to_vec();
+        for (stream, authority) in [
+            (1u32, &b"127.0.0.1:2379"[..]),
+            (3, b"http://127.0.0.1:2379"),
+        ] {
+            let fields = request(authority);
+            let block = enc.encode(fields.iter().map(|(n, v)| (&n[..], &v[..])));
+            wire.extend(frame(
+                HEADERS,
+                END_HEADERS | PADDED,
+                stream,
+                &[&[2u8][..], &block, &[0, 0]].concat(),
+            ));
+        }
+        assert_eq!(through(wire.clone(), 5, 11).ok(), Some(wire));
     }
 
     #[test]
@@ -779,6 +825,11 @@ mod tests {
             let mut want = Vec::new();
             let mut stream = 1u32;
             let mut size_update: Option<u16> = None;
+            // The first request decides whether the connection is rewritten.
+            let rewritten = steps.iter().find_map(|s| match s {
+                Step::Request { authority, .. } => Some(host_port(authority) != &authority[..]),
+                _ => None,
+            });
             for s in steps {
                 match s {
                     Step::Request { authority, extra, pad, priority, split, end_stream } => {
@@ -821,7 +872,11 @@ mod tests {
                         let fields = fields
                             .into_iter()
                             .map(|(n, v)| {
-                                let v = if n == b":authority" { host_port(&v).to_vec() } else { v };
+                                let v = if n == b":authority" && rewritten == Some(true) {
+                                    host_port(&v).to_vec()
+                                } else {
+                                    v
+                                };
                                 (n, v)
                             })
                             .collect();
@@ -841,7 +896,11 @@ mod tests {
                     Step::TableSize(n) => size_update = Some(n),
                 }
             }
-            let out = through(wire, chunk, read).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let out = through(wire.clone(), chunk, read)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            if rewritten != Some(true) {
+                prop_assert!(out == wire, "a connection with nothing to rewrite passes unchanged");
+            }
             prop_assert_eq!(frames(&out), want);
         }
     }
