@@ -228,8 +228,16 @@ impl Machine {
 
     /// A snapshot of the whole state.
     pub fn encode(&self) -> Vec<u8> {
+        self.capture().encode()
+    }
+
+    /// The whole state, captured for [`Captured::encode`] to encode
+    /// elsewhere: values are shared, not copied, so capturing costs a
+    /// fraction of encoding and the state machine's task need not wait
+    /// for the bytes.
+    pub fn capture(&self) -> Captured {
         let (revision, compacted, keys) = self.mvcc.dump();
-        let snap = SnapshotPb {
+        Captured(SnapshotPb {
             revision,
             compacted,
             keys: keys
@@ -257,8 +265,7 @@ impl Machine {
                     ttl: l.ttl,
                 })
                 .collect(),
-        };
-        snap.encode_to_vec()
+        })
     }
 
     /// Rebuilds the state from [`Machine::encode`]'s bytes.
@@ -304,6 +311,16 @@ impl Machine {
             mvcc: Mvcc::from_parts(snap.revision, snap.compacted, keys),
             leases,
         })
+    }
+}
+
+/// A state machine's state as [`Machine::capture`] took it.
+pub struct Captured(SnapshotPb);
+
+impl Captured {
+    /// The bytes [`Machine::decode`] reads.
+    pub fn encode(self) -> Vec<u8> {
+        self.0.encode_to_vec()
     }
 }
 

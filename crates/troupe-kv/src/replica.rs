@@ -106,7 +106,7 @@ use troupe_core::{MemberId, View};
 use troupe_store::{FsyncPolicy, Store, StoreOptions, StoreSizes};
 
 use crate::config::{member_id, HeaderIds, ServeConfig};
-use crate::machine::{Command, KvError, LeaseRevoke, Machine, Op, Output};
+use crate::machine::{Captured, Command, KvError, LeaseRevoke, Machine, Op, Output};
 use crate::mvcc::KeyRange;
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, WatchResponse};
 use crate::pb::mvccpb;
@@ -293,9 +293,12 @@ enum WriterCmd {
     Promise {
         epoch: u64,
     },
+    /// A snapshot to encode and save: encoded here, on the writer's
+    /// thread, so that the state machine goes on meanwhile.
     Snapshot {
         index: u64,
-        data: Vec<u8>,
+        last_epoch: u64,
+        machine: Captured,
     },
 }
 
@@ -346,7 +349,17 @@ fn writer(
                     }
                     r
                 }
-                WriterCmd::Snapshot { index, data } => {
+                WriterCmd::Snapshot {
+                    index,
+                    last_epoch,
+                    machine,
+                } => {
+                    let data = Persisted {
+                        index,
+                        last_epoch,
+                        machine: Bytes::from(machine.encode()),
+                    }
+                    .encode_to_vec();
                     let r = store
                         .sync()
                         .and_then(|()| store.save_snapshot(index, &data));
@@ -1314,7 +1327,8 @@ impl Replica {
             self.flush_appends();
             let _ = self.writer.send(WriterCmd::Snapshot {
                 index: self.index,
-                data: self.persisted().encode_to_vec(),
+                last_epoch: self.last_epoch,
+                machine: self.machine.capture(),
             });
         }
     }
