@@ -304,7 +304,7 @@ run_system() {
 	if ((perf)) && [[ $sys == troupe ]]; then
 		# Record the member the first client (and every third) talks to,
 		# starting after the warm-up, for the measured window.
-		(sleep 2; exec perf record -g -o "$TMP/perf.data" -p "${pids[0]}" -- sleep "$((secs - 2))") \
+		(sleep 2; exec perf record ${PERF_CALLGRAPH:--g} -o "$TMP/perf.data" -p "${pids[0]}" -- sleep "$((secs - 2))") \
 			>"$TMP/perf.log" 2>&1 &
 		perf_pid=$!
 	fi

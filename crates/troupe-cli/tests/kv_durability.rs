@@ -22,6 +22,9 @@ const WRITERS: usize = 8;
 const ROUNDS: u64 = 6;
 const MINORITY_ROUND: u64 = 2;
 
+/// Entries between two snapshots (the default, 100 000, is never reached).
+const SNAPSHOT_COUNT: &str = "200";
+
 /// How long one put may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -155,7 +158,9 @@ async fn read_after(eps: &[String], round: u64) -> Result<BTreeMap<String, Strin
 #[test]
 fn acknowledged_writes_survive_crashes() {
     let mut rng = Rng::from_env("acknowledged_writes_survive_crashes");
-    let mut cluster = Cluster::start(3, &[]);
+    // Snapshots every SNAPSHOT_COUNT entries, so that crashes land before,
+    // during and after them and restarts read a snapshot and a log tail.
+    let mut cluster = Cluster::start(3, &["--snapshot-count", SNAPSHOT_COUNT]);
     let eps = cluster.endpoints();
     let started = Instant::now();
     let mut problems: Vec<String> = Vec::new();
@@ -273,6 +278,18 @@ fn acknowledged_writes_survive_crashes() {
     }
     if total_acked == 0 && problems.is_empty() {
         problems.push("no put was ever acknowledged".into());
+    }
+    // The restarts above must have read snapshots: each member has one.
+    for m in &cluster.members {
+        let snapshots = std::fs::read_dir(&m.data_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+            .count();
+        if snapshots == 0 {
+            problems.push(format!("{} never wrote a snapshot", m.name));
+        }
     }
     assert!(
         problems.is_empty(),
