@@ -23,7 +23,8 @@
 #                [default: bench/etcd/results/<UTC time>.jsonl]
 #   --keep       keep the temporary directory (logs, data dirs)
 #   --perf       record `perf record -g` of one troupe member during the
-#                N-client put run (perf.data kept in the temporary directory)
+#                N-client put run (perf.data kept in the temporary directory;
+#                PERF_CALLGRAPH="--call-graph dwarf" for stacks through Rust)
 #   --systems    which systems, in this order (diagnostics; the table wants both)
 #   --troupe-args  extra flags for every `troupe serve` (diagnostics only:
 #                the comparison is meant with defaults)
