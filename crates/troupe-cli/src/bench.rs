@@ -197,6 +197,14 @@ pub struct BenchArgs {
     /// stays plaintext. Not with --failover.
     #[arg(long, conflicts_with = "failover")]
     tls: bool,
+    /// Pin member i of either side to the i-th CPU (mod the CPUs this
+    /// process may use), so that troupe and the baseline run with the same
+    /// placement: members 0 and 1, whose round trip is the baseline's, on
+    /// different cores. Unpinned, the scheduler may put both ends of the
+    /// round trip on one core, where it is a pair of context switches
+    /// (14-17 us here) rather than a wake-up across cores (55-85 us).
+    #[arg(long)]
+    pin: bool,
     /// Each troupe member loses this fraction of the datagrams it sends
     /// (the transport's fault injection; the baseline runs clean): how the
     /// group's repair holds up.
@@ -285,6 +293,27 @@ pub struct MemberArgs {
     /// Delay of every sent datagram, ms (troupe only).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Run on one CPU: the index-th (mod) of those this process may use.
+    #[arg(long)]
+    pin: bool,
+}
+
+/// Pins this process (its threads yet to start too) to the `index`-th of
+/// the CPUs it may use, counting round.
+fn pin_to_cpu(index: usize) -> anyhow::Result<usize> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let allowed = sched_getaffinity(Pid::from_raw(0)).context("reading the CPU affinity")?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    let Some(&cpu) = cpus.get(index % cpus.len().max(1)) else {
+        bail!("no CPU to pin to");
+    };
+    let mut one = CpuSet::new();
+    one.set(cpu).context("choosing a CPU")?;
+    sched_setaffinity(Pid::from_raw(0), &one).context("pinning to a CPU")?;
+    Ok(cpu)
 }
 
 // ---------------------------------------------------------------------------
@@ -484,6 +513,9 @@ fn member_args(args: &BenchArgs, role: Role, index: usize) -> Vec<String> {
     }
     v.push("--worker-threads".into());
     v.push(args.worker_threads.to_string());
+    if args.pin {
+        v.push("--pin".into());
+    }
     if role == "troupe" {
         if let Some(dir) = &args.tls_dir {
             v.push("--tls-dir".into());
@@ -687,6 +719,7 @@ fn row(args: &BenchArgs, t: &SideFigures, b: &SideFigures, rtt: &RoundTrips) -> 
         "tls": args.tls,
         "drop": args.drop,
         "delay_ms": args.delay_ms,
+        "pinned": args.pin,
     })
 }
 
@@ -841,6 +874,7 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         "p50_over_rtt": over(rtt_us),
         "baseline_mesh_rtt_p50_us": mesh_us,
         "p50_over_mesh_rtt": over(mesh_us),
+        "pinned": args.pin,
     });
     if args.json {
         println!("{r}");
@@ -865,6 +899,16 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             mesh_us,
             f("p50_over_mesh_rtt")
         );
+        if args.pin {
+            println!(
+                "(members pinned: member i on CPU i mod CPUs, on either side; the round trip is between two cores)"
+            );
+        } else {
+            println!(
+                "(members not pinned: the scheduler may put both ends of the round trip on one core, where it is far \
+                 shorter than across cores; --pin fixes the placement)"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1058,6 +1102,10 @@ async fn sweep(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 pub fn run_member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     if args.size < SIZE_MIN || args.size > SIZE_MAX || args.members < 2 {
         bail!("bad bench member arguments");
+    }
+    if args.pin {
+        // Before any thread starts: threads inherit the mask.
+        pin_to_cpu(args.index)?;
     }
     exit_after(args.deadline_secs);
     match args.role {
@@ -1491,6 +1539,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pinned_thread_runs_on_one_cpu_of_those_allowed() {
+        use nix::sched::{sched_getaffinity, CpuSet};
+        use nix::unistd::Pid;
+        let allowed = sched_getaffinity(Pid::from_raw(0)).ok();
+        // A thread of its own: the mask is per thread.
+        let (cpu, after) = std::thread::spawn(|| {
+            let cpu = pin_to_cpu(3).ok();
+            (cpu, sched_getaffinity(Pid::from_raw(0)).ok())
+        })
+        .join()
+        .unwrap_or_default();
+        let (Some(cpu), Some(after), Some(allowed)) = (cpu, after, allowed) else {
+            panic!("pinning failed");
+        };
+        let set: Vec<usize> = (0..CpuSet::count())
+            .filter(|&c| after.is_set(c).unwrap_or(false))
+            .collect();
+        assert_eq!(set, vec![cpu]);
+        assert!(allowed.is_set(cpu).unwrap_or(false));
+    }
+
+    #[test]
     fn result_line_round_trips_and_garbage_is_refused() {
         let mut hist = new_hist();
         for ns in [1_000, 2_000, 2_000, 50_000_000] {
@@ -1539,6 +1609,7 @@ mod tests {
             tls_dir: None,
             drop: 0.0,
             delay_ms: 0,
+            pin: false,
         };
         let fig = SideFigures::of(&[MemberResult {
             delivered: 10,

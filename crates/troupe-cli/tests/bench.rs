@@ -131,8 +131,9 @@ fn failover_reports_its_distribution_and_false_suspicions() {
 
 #[test]
 fn idle_latency_is_reported_against_the_round_trip() {
-    let v = bench_json(&["--idle", "--seconds", "1"]);
+    let v = bench_json(&["--idle", "--seconds", "1", "--pin"]);
     assert_eq!(v["mode"], "idle");
+    assert_eq!(v["pinned"], true, "{v}");
     assert_eq!(v["ordering"], "total");
     assert!(v["messages"].as_u64().is_some_and(|n| n > 0), "{v}");
     for f in [
