@@ -365,6 +365,32 @@ fn run_all(ctl: &Ctl) {
     assert!(after.is_some(), "endpoint hashkv --cluster at {after_rev}");
     assert_ne!(before, after, "a write changes the hash");
     assert_eq!(agreed(before_rev), before, "the past hashes as it did");
+    // defrag: each member saves a snapshot now and cuts its log below it.
+    let status = || -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args(["status", "--json", "--endpoints", &ctl.endpoints])
+            .output()
+            .unwrap_or_else(|e| panic!("troupe status: {e}"));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_default())
+            .collect()
+    };
+    let before = status();
+    assert_eq!(before.len(), 3, "{before:?}");
+    let out = one.ok(&["defrag", "--cluster"]);
+    assert_eq!(out.matches("Finished defragmenting").count(), 3, "{out}");
+    let after = status();
+    for (b, a) in before.iter().zip(&after) {
+        let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+        assert_eq!(a["member"], b["member"]);
+        assert!(
+            n(a, "snapshot_index") >= n(b, "index")
+                && n(a, "snapshot_index") > n(b, "snapshot_index"),
+            "defrag took no snapshot: before {b}, after {a}"
+        );
+    }
     // Endpoints written as host:port work as well.
     let bare = Ctl {
         endpoints: ctl.endpoints.replace("http://", ""),

@@ -246,6 +246,11 @@ pub enum Request {
         /// The status.
         reply: oneshot::Sender<StatusInfo>,
     },
+    /// etcd's defragment, here: a snapshot now, and the log cut below it.
+    Defragment {
+        /// Answered once the snapshot is saved.
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
     /// A checksum of this member's key-value data (see [`crate::mvcc::Mvcc::hash_at`]).
     HashKv {
         /// The revision to hash up to (0: the current one).
@@ -299,6 +304,8 @@ enum WriterCmd {
         index: u64,
         last_epoch: u64,
         machine: Captured,
+        /// Told once the snapshot is saved (and the log cut below it).
+        saved: Option<oneshot::Sender<()>>,
     },
 }
 
@@ -353,6 +360,7 @@ fn writer(
                     index,
                     last_epoch,
                     machine,
+                    saved,
                 } => {
                     let data = Persisted {
                         index,
@@ -365,6 +373,9 @@ fn writer(
                         .and_then(|()| store.save_snapshot(index, &data));
                     if r.is_ok() {
                         let _ = out.send(WriterReport::Sizes(store.sizes()));
+                        if let Some(saved) = saved {
+                            let _ = saved.send(());
+                        }
                     }
                     r
                 }
@@ -1323,14 +1334,21 @@ impl Replica {
             self.awaiting_commit.insert(self.index, (w, out, rev));
         }
         if self.index.saturating_sub(self.snapshot_index) >= self.cfg.snapshot_entries {
-            self.snapshot_index = self.index;
-            self.flush_appends();
-            let _ = self.writer.send(WriterCmd::Snapshot {
-                index: self.index,
-                last_epoch: self.last_epoch,
-                machine: self.machine.capture(),
-            });
+            self.snapshot(None);
         }
+    }
+
+    /// Saves a snapshot of the state as applied now, which lets the store
+    /// cut the log below it; `saved` is told once it is on disk.
+    fn snapshot(&mut self, saved: Option<oneshot::Sender<()>>) {
+        self.snapshot_index = self.index;
+        self.flush_appends();
+        let _ = self.writer.send(WriterCmd::Snapshot {
+            index: self.index,
+            last_epoch: self.last_epoch,
+            machine: self.machine.capture(),
+            saved,
+        });
     }
 
     fn on_synced(&mut self, gen: u64, index: u64) {
@@ -1733,6 +1751,23 @@ impl Replica {
             Request::Revision { reply } => {
                 let _ = reply.send(self.committed_rev);
             }
+            Request::Defragment { reply } => {
+                if self.epoch().is_none() {
+                    let _ = reply.send(Err(unavailable()));
+                } else if self.index == self.snapshot_index {
+                    // Nothing applied since the last snapshot.
+                    let _ = reply.send(Ok(()));
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    self.snapshot(Some(tx));
+                    tokio::spawn(async move {
+                        let r = rx.await.map_err(|_| {
+                            Status::internal("the snapshot was not saved (see the member's log)")
+                        });
+                        let _ = reply.send(r);
+                    });
+                }
+            }
             Request::HashKv { rev, reply } => {
                 let mvcc = &self.machine.mvcc;
                 let r = mvcc
@@ -2096,3 +2131,4 @@ impl Replica {
         }
     }
 }
+

@@ -561,6 +561,21 @@ impl pb::maintenance_server::Maintenance for Server {
         }))
     }
 
+    /// etcd rewrites its database file to give back the space of deleted
+    /// and compacted data; here the member saves a snapshot now and cuts
+    /// its log below it. This member only, as in etcd (`etcdctl defrag
+    /// --cluster` asks each).
+    async fn defragment(
+        &self,
+        _req: GrpcRequest<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.call(|reply| Request::Defragment { reply }).await??;
+        let s = self.status_info().await?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.header(s.revision, s.epoch)),
+        }))
+    }
+
     /// Served by this member from its own data, like etcd's: members that
     /// applied the same commands give the same hash at the same revision.
     async fn hash_kv(
