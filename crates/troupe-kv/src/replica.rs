@@ -2132,3 +2132,123 @@ impl Replica {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Peer;
+
+    /// A member `m0` of a 3-member cluster, on a fresh data directory,
+    /// with one write applied (index 1) and epoch 4 promised.
+    fn member(dir: &std::path::Path) -> Replica {
+        let cfg = ServeConfig {
+            name: "m0".into(),
+            data_dir: dir.to_path_buf(),
+            listen_client: "127.0.0.1:0".into(),
+            advertise_client: vec!["http://127.0.0.1:1".into()],
+            listen_peer: "127.0.0.1:0".into(),
+            advertise_peer: "127.0.0.1:2".into(),
+            cluster: (0..3)
+                .map(|i| Peer {
+                    name: format!("m{i}"),
+                    addr: format!("127.0.0.1:{}", 2 + i),
+                })
+                .collect(),
+            existing: false,
+            fsync: false,
+            suspect_timeout: Duration::from_millis(500),
+            snapshot_entries: 100_000,
+            mutant_stale_reads: false,
+            client_tls: None,
+            peer_tls: None,
+            insecure_plaintext: true,
+            faults: troupe::FaultInjector::default(),
+        };
+        let loaded = load(&cfg).unwrap_or_else(|e| panic!("load: {e}"));
+        let (mut r, _reports) = Replica::new(cfg, loaded);
+        r.index = 1;
+        r.last_epoch = 3;
+        r.promised = 4;
+        r
+    }
+
+    /// A serving group's state in `epoch`, holding `index` entries.
+    fn serving(epoch: u64, index: u64) -> Vec<u8> {
+        let state = Persisted {
+            index,
+            last_epoch: epoch,
+            machine: Bytes::from(Machine::default().encode()),
+        };
+        GroupState {
+            phase: 2,
+            epoch,
+            state: Some(Bytes::from(state.encode_to_vec())),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn left(r: &Replica) -> bool {
+        matches!(r.phase, Phase::Detached) && r.leave
+    }
+
+    #[tokio::test]
+    async fn a_group_serving_an_epoch_below_a_promise_is_left_and_the_log_kept() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(&serving(3, 7));
+        assert!(left(&r), "joined a group older than its promise");
+        assert_eq!(
+            (r.index, r.last_epoch),
+            (1, 3),
+            "its own state was replaced"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_serving_the_promised_epoch_or_later_is_joined_and_its_state_taken() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(&serving(4, 7));
+        assert!(
+            matches!(r.phase, Phase::Serving { epoch: 4 }),
+            "{}",
+            r.phase_name()
+        );
+        assert!(!r.leave);
+        assert_eq!(r.index, 7);
+    }
+
+    #[tokio::test]
+    async fn a_state_that_does_not_decode_is_left() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(b"\xff\xff\xff not a group state");
+        assert!(left(&r));
+        // A serving group that sends no state, or one that does not decode.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(
+            &GroupState {
+                phase: 2,
+                epoch: 9,
+                state: None,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert!(left(&r));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(
+            &GroupState {
+                phase: 2,
+                epoch: 9,
+                state: Some(Bytes::from_static(b"\xff\xff\xff")),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert!(left(&r));
+        assert_eq!(r.index, 1, "its own state was replaced");
+    }
+}
