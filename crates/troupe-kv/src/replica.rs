@@ -249,7 +249,7 @@ pub enum Request {
     /// etcd's defragment, here: a snapshot now, and the log cut below it.
     Defragment {
         /// Answered once the snapshot is saved.
-        reply: oneshot::Sender<Result<(), Status>>,
+        reply: oneshot::Sender<Result<ResponseHeader, Status>>,
     },
     /// A checksum of this member's key-value data (see [`crate::mvcc::Mvcc::hash_at`]).
     HashKv {
@@ -261,7 +261,7 @@ pub enum Request {
 }
 
 /// A member's answer to [`Request::HashKv`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct KvHash {
     /// The checksum.
     pub hash: u32,
@@ -269,8 +269,28 @@ pub struct KvHash {
     pub hash_rev: i64,
     /// The revision compacted at.
     pub compacted: i64,
-    /// The member's current revision.
-    pub revision: i64,
+    /// The header, at the member's current revision.
+    pub header: ResponseHeader,
+}
+
+/// What a snapshot or a state transfer carries, captured on the state
+/// machine's task and encoded wherever [`CapturedState::encode`] is called.
+struct CapturedState {
+    index: u64,
+    last_epoch: u64,
+    machine: Captured,
+}
+
+impl CapturedState {
+    /// The bytes of a [`Persisted`].
+    fn encode(self) -> Vec<u8> {
+        Persisted {
+            index: self.index,
+            last_epoch: self.last_epoch,
+            machine: Bytes::from(self.machine.encode()),
+        }
+        .encode_to_vec()
+    }
 }
 
 /// What the writer thread reports.
@@ -301,9 +321,7 @@ enum WriterCmd {
     /// A snapshot to encode and save: encoded here, on the writer's
     /// thread, so that the state machine goes on meanwhile.
     Snapshot {
-        index: u64,
-        last_epoch: u64,
-        machine: Captured,
+        state: CapturedState,
         /// Told once the snapshot is saved (and the log cut below it).
         saved: Option<oneshot::Sender<()>>,
     },
@@ -356,18 +374,9 @@ fn writer(
                     }
                     r
                 }
-                WriterCmd::Snapshot {
-                    index,
-                    last_epoch,
-                    machine,
-                    saved,
-                } => {
-                    let data = Persisted {
-                        index,
-                        last_epoch,
-                        machine: Bytes::from(machine.encode()),
-                    }
-                    .encode_to_vec();
+                WriterCmd::Snapshot { state, saved } => {
+                    let index = state.index;
+                    let data = state.encode();
                     let r = store
                         .sync()
                         .and_then(|()| store.save_snapshot(index, &data));
@@ -707,11 +716,11 @@ impl Replica {
         }
     }
 
-    fn persisted(&self) -> Persisted {
-        Persisted {
+    fn capture(&self) -> CapturedState {
+        CapturedState {
             index: self.index,
             last_epoch: self.last_epoch,
-            machine: Bytes::from(self.machine.encode()),
+            machine: self.machine.capture(),
         }
     }
 
@@ -953,7 +962,7 @@ impl Replica {
             Phase::Serving { epoch } => GroupState {
                 phase: 2,
                 epoch: *epoch,
-                state: Some(Bytes::from(self.persisted().encode_to_vec())),
+                state: Some(Bytes::from(self.capture().encode())),
                 ..Default::default()
             },
         }
@@ -1137,7 +1146,7 @@ impl Replica {
         };
         self.promise(round, epoch);
         if winner == self.cfg.name {
-            let state = Bytes::from(self.persisted().encode_to_vec());
+            let state = Bytes::from(self.capture().encode());
             self.multicast(
                 Ordering::Safe,
                 Msg::Adopt(Adopt {
@@ -1344,9 +1353,7 @@ impl Replica {
         self.snapshot_index = self.index;
         self.flush_appends();
         let _ = self.writer.send(WriterCmd::Snapshot {
-            index: self.index,
-            last_epoch: self.last_epoch,
-            machine: self.machine.capture(),
+            state: self.capture(),
             saved,
         });
     }
@@ -1752,16 +1759,19 @@ impl Replica {
                 let _ = reply.send(self.committed_rev);
             }
             Request::Defragment { reply } => {
-                if self.epoch().is_none() {
+                let Some(epoch) = self.epoch() else {
                     let _ = reply.send(Err(unavailable()));
-                } else if self.index == self.snapshot_index {
+                    return;
+                };
+                let header = self.ids.header(self.machine.mvcc.revision(), epoch);
+                if self.index == self.snapshot_index {
                     // Nothing applied since the last snapshot.
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(Ok(header));
                 } else {
                     let (tx, rx) = oneshot::channel();
                     self.snapshot(Some(tx));
                     tokio::spawn(async move {
-                        let r = rx.await.map_err(|_| {
+                        let r = rx.await.map(|()| header).map_err(|_| {
                             Status::internal("the snapshot was not saved (see the member's log)")
                         });
                         let _ = reply.send(r);
@@ -1770,13 +1780,14 @@ impl Replica {
             }
             Request::HashKv { rev, reply } => {
                 let mvcc = &self.machine.mvcc;
+                let header = self.ids.header(mvcc.revision(), self.epoch().unwrap_or(0));
                 let r = mvcc
                     .hash_at(rev)
                     .map(|(hash, hash_rev)| KvHash {
                         hash,
                         hash_rev,
                         compacted: mvcc.compacted(),
-                        revision: mvcc.revision(),
+                        header,
                     })
                     .map_err(|e| Status::out_of_range(e.to_string()));
                 let _ = reply.send(r);
@@ -2178,10 +2189,15 @@ mod tests {
             last_epoch: epoch,
             machine: Bytes::from(Machine::default().encode()),
         };
+        serving_with(epoch, Some(Bytes::from(state.encode_to_vec())))
+    }
+
+    /// A serving group's state in `epoch` carrying `state` as it is.
+    fn serving_with(epoch: u64, state: Option<Bytes>) -> Vec<u8> {
         GroupState {
             phase: 2,
             epoch,
-            state: Some(Bytes::from(state.encode_to_vec())),
+            state,
             ..Default::default()
         }
         .encode_to_vec()
@@ -2227,27 +2243,11 @@ mod tests {
         // A serving group that sends no state, or one that does not decode.
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut r = member(dir.path());
-        r.on_state(
-            &GroupState {
-                phase: 2,
-                epoch: 9,
-                state: None,
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        );
+        r.on_state(&serving_with(9, None));
         assert!(left(&r));
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut r = member(dir.path());
-        r.on_state(
-            &GroupState {
-                phase: 2,
-                epoch: 9,
-                state: Some(Bytes::from_static(b"\xff\xff\xff")),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        );
+        r.on_state(&serving_with(9, Some(Bytes::from_static(b"\xff\xff\xff"))));
         assert!(left(&r));
         assert_eq!(r.index, 1, "its own state was replaced");
     }

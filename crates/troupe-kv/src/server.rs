@@ -569,10 +569,9 @@ impl pb::maintenance_server::Maintenance for Server {
         &self,
         _req: GrpcRequest<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        self.call(|reply| Request::Defragment { reply }).await??;
-        let s = self.status_info().await?;
+        let header = self.call(|reply| Request::Defragment { reply }).await??;
         Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.header(s.revision, s.epoch)),
+            header: Some(header),
         }))
     }
 
@@ -584,9 +583,8 @@ impl pb::maintenance_server::Maintenance for Server {
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         let rev = req.into_inner().revision;
         let h = self.call(|reply| Request::HashKv { rev, reply }).await??;
-        let epoch = self.status_info().await?.epoch;
         Ok(Response::new(pb::HashKvResponse {
-            header: Some(self.header(h.revision, epoch)),
+            header: Some(h.header),
             hash: h.hash,
             compact_revision: h.compacted,
             hash_revision: h.hash_rev,
