@@ -250,7 +250,7 @@ impl<S> AuthorityFix<S> {
     /// literals only and the `:authority` in `host:port` form; or, if it is
     /// the connection's first and its authority needs nothing, as it came.
     fn rewrite(&mut self, block: Block) -> io::Result<()> {
-        let mut encoded = BytesMut::with_capacity(block.fragment.len() + 64);
+        let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
         let mut size = 0usize;
         let mut fixed = false;
         self.decoder
@@ -284,41 +284,31 @@ impl<S> AuthorityFix<S> {
             }
             debug!("a client sent a URL as its :authority; its connection is read as host:port");
         }
-        let mut first = true;
-        let mut rest = &encoded[..];
-        loop {
-            let (kind, mut flags, room) = if first {
-                let p = block.priority.map_or(0, |_| 5);
-                (
-                    HEADERS,
-                    block.flags & (END_STREAM | PRIORITY),
-                    MAX_FRAME - p,
-                )
-            } else {
-                (CONTINUATION, 0, MAX_FRAME)
-            };
-            let n = room.min(rest.len());
-            let last = n == rest.len();
-            if last {
-                flags |= END_HEADERS;
-            }
-            let prio: &[u8] = match (&block.priority, first) {
-                (Some(p), true) => p,
-                _ => &[],
-            };
-            let len = n + prio.len();
-            self.out.reserve(FRAME_HEADER + len);
-            self.out.put_uint(len as u64, 3);
-            self.out.put_u8(kind);
-            self.out.put_u8(flags);
-            self.out.put_u32(block.stream);
-            self.out.extend_from_slice(prio);
-            self.out.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            first = false;
-            if last {
-                return Ok(());
-            }
+        // HEADERS with the priority fields and what fits after them, then
+        // CONTINUATIONs; END_HEADERS on the last.
+        let prio: &[u8] = block.priority.as_ref().map_or(&[], |p| &p[..]);
+        let (head, mut rest) = encoded.split_at((MAX_FRAME - prio.len()).min(encoded.len()));
+        let end = |rest: &[u8]| if rest.is_empty() { END_HEADERS } else { 0 };
+        let flags = block.flags & (END_STREAM | PRIORITY) | end(rest);
+        self.put_frame(HEADERS, flags, block.stream, &[prio, head]);
+        while !rest.is_empty() {
+            let (piece, tail) = rest.split_at(MAX_FRAME.min(rest.len()));
+            rest = tail;
+            self.put_frame(CONTINUATION, end(rest), block.stream, &[piece]);
+        }
+        Ok(())
+    }
+
+    /// Appends one frame, its payload the concatenation of `parts`.
+    fn put_frame(&mut self, kind: u8, flags: u8, stream: u32, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.out.reserve(FRAME_HEADER + len);
+        self.out.put_uint(len as u64, 3);
+        self.out.put_u8(kind);
+        self.out.put_u8(flags);
+        self.out.put_u32(stream);
+        for p in parts {
+            self.out.extend_from_slice(p);
         }
     }
 }
@@ -336,31 +326,17 @@ fn host_port(value: &[u8]) -> &[u8] {
 
 /// Appends a literal header field without indexing, with a literal name
 /// (RFC 7541 section 6.2.2) and no Huffman coding.
-fn put_literal(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
-    dst.put_u8(0);
+fn put_literal(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.push(0);
     put_string(dst, name);
     put_string(dst, value);
 }
 
-fn put_string(dst: &mut BytesMut, s: &[u8]) {
-    put_int(dst, 0, 7, s.len());
+fn put_string(dst: &mut Vec<u8>, s: &[u8]) {
+    // A string's length: an integer with a 7-bit prefix, the Huffman bit
+    // clear. Writing to a `Vec` cannot fail.
+    let _ = loona_hpack::encoder::encode_integer_into(s.len(), 7, 0, dst);
     dst.extend_from_slice(s);
-}
-
-/// An HPACK integer with an `n`-bit prefix (RFC 7541 section 5.1).
-fn put_int(dst: &mut BytesMut, high: u8, n: u32, mut value: usize) {
-    let max = (1usize << n) - 1;
-    if value < max {
-        dst.put_u8(high | value as u8);
-        return;
-    }
-    dst.put_u8(high | max as u8);
-    value -= max;
-    while value >= 128 {
-        dst.put_u8((value % 128) as u8 | 0x80);
-        value /= 128;
-    }
-    dst.put_u8(value as u8);
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -612,18 +588,6 @@ mod tests {
         assert_eq!(host_port(b"unix://"), b"");
     }
 
-    #[test]
-    fn integers_are_encoded_as_hpack_says() {
-        for n in [0usize, 1, 126, 127, 128, 255, 1337, 16_383, 16_384, 1 << 20] {
-            for prefix in [4u32, 5, 6, 7, 8] {
-                let mut ours = BytesMut::new();
-                put_int(&mut ours, 0, prefix, n);
-                let theirs = loona_hpack::encoder::encode_integer(n, prefix as u8);
-                assert_eq!(&ours[..], &theirs[..], "{n} with a {prefix}-bit prefix");
-            }
-        }
-    }
-
     /// One request as etcdctl 3.4's `endpoint status` sends it.
     fn request(authority: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         vec![
@@ -660,6 +624,47 @@ mod tests {
                 assert_eq!(fields.len(), 6);
             }
         }
+    }
+
+    #[test]
+    fn a_rewritten_block_larger_than_a_frame_goes_on_in_continuations() {
+        let mut enc = loona_hpack::Encoder::new();
+        let mut fields = request(b"http://127.0.0.1:2379");
+        fields.push((b"x-big".to_vec(), vec![b'v'; 3 * MAX_FRAME]));
+        let block = enc.encode(fields.iter().map(|(n, v)| (&n[..], &v[..])));
+        let mut wire = PREFACE.to_vec();
+        let prio = [0, 0, 0, 1, 16];
+        wire.extend(frame(
+            HEADERS,
+            END_HEADERS | PRIORITY | END_STREAM,
+            1,
+            &[&prio[..], &block].concat(),
+        ));
+        let out = through(wire, 1000, 4096).expect("a well-formed stream passes");
+        let kinds: Vec<u8> = {
+            let mut at = PREFACE.len();
+            let mut kinds = Vec::new();
+            while at < out.len() {
+                let len = (usize::from(out[at]) << 16)
+                    | (usize::from(out[at + 1]) << 8)
+                    | usize::from(out[at + 2]);
+                kinds.push(out[at + 3]);
+                at += FRAME_HEADER + len;
+            }
+            kinds
+        };
+        assert_eq!(kinds, [HEADERS, CONTINUATION, CONTINUATION, CONTINUATION]);
+        let mut want = fields;
+        want[3].1 = b"127.0.0.1:2379".to_vec();
+        assert_eq!(
+            frames(&out),
+            [Seen::Headers {
+                stream: 1,
+                end_stream: true,
+                priority: Some(prio.to_vec()),
+                fields: want,
+            }]
+        );
     }
 
     #[test]
@@ -838,9 +843,9 @@ mod tests {
                         let mut block = Vec::new();
                         if let Some(size) = size_update.take() {
                             // A dynamic table size update starts the block.
-                            let mut b = BytesMut::new();
-                            put_int(&mut b, 0x20, 5, usize::from(size));
-                            block.extend_from_slice(&b);
+                            let _ = loona_hpack::encoder::encode_integer_into(
+                                usize::from(size), 5, 0x20, &mut block,
+                            );
                             enc.set_max_table_size(usize::from(size));
                         }
                         block.extend(enc.encode(fields.iter().map(|(n, v)| (&n[..], &v[..]))));
