@@ -337,8 +337,9 @@ fn run_all(ctl: &Ctl) {
             .collect();
         (o.status.success() && h.len() == 3).then_some(h)
     };
+    // The revision now (a linearizable get's header).
     let rev_now = || -> i64 {
-        let j = one.ok(&["get", "k1", "-w", "json"]);
+        let j = ctl.ok(&["get", "k1", "-w", "json"]);
         let v: serde_json::Value = serde_json::from_str(&j).unwrap_or_default();
         v["header"]["revision"].as_i64().unwrap_or(0)
     };
@@ -409,11 +410,7 @@ fn run_all(ctl: &Ctl) {
                 .count(),
         3
     );
-    let now: i64 = {
-        let j = ctl.ok(&["get", "k1", "-w", "json"]);
-        let v: serde_json::Value = serde_json::from_str(&j).unwrap_or_default();
-        v["header"]["revision"].as_i64().unwrap_or(0)
-    };
+    let now = rev_now();
     assert!(ctl
         .ok(&["compaction", &now.to_string()])
         .contains("compacted revision"));
