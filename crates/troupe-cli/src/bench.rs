@@ -298,15 +298,20 @@ pub struct MemberArgs {
     pin: bool,
 }
 
+/// The CPUs in `set`, in order.
+fn cpus_of(set: &nix::sched::CpuSet) -> Vec<usize> {
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
 /// Pins this process (its threads yet to start too) to the `index`-th of
 /// the CPUs it may use, counting round.
 fn pin_to_cpu(index: usize) -> anyhow::Result<usize> {
     use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
     use nix::unistd::Pid;
     let allowed = sched_getaffinity(Pid::from_raw(0)).context("reading the CPU affinity")?;
-    let cpus: Vec<usize> = (0..CpuSet::count())
-        .filter(|&c| allowed.is_set(c).unwrap_or(false))
-        .collect();
+    let cpus = cpus_of(&allowed);
     let Some(&cpu) = cpus.get(index % cpus.len().max(1)) else {
         bail!("no CPU to pin to");
     };
@@ -1540,7 +1545,7 @@ mod tests {
 
     #[test]
     fn a_pinned_thread_runs_on_one_cpu_of_those_allowed() {
-        use nix::sched::{sched_getaffinity, CpuSet};
+        use nix::sched::sched_getaffinity;
         use nix::unistd::Pid;
         let allowed = sched_getaffinity(Pid::from_raw(0)).ok();
         // A thread of its own: the mask is per thread.
@@ -1553,10 +1558,7 @@ mod tests {
         let (Some(cpu), Some(after), Some(allowed)) = (cpu, after, allowed) else {
             panic!("pinning failed");
         };
-        let set: Vec<usize> = (0..CpuSet::count())
-            .filter(|&c| after.is_set(c).unwrap_or(false))
-            .collect();
-        assert_eq!(set, vec![cpu]);
+        assert_eq!(cpus_of(&after), vec![cpu]);
         assert!(allowed.is_set(cpu).unwrap_or(false));
     }
 
