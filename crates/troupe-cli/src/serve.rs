@@ -15,12 +15,17 @@ use troupe_kv::pb::etcdserverpb::{
 use troupe_kv::pb::troupepb::{admin_client::AdminClient, MemberStatusRequest};
 use troupe_kv::{ClientTls, ServeConfig};
 
-/// Whether the data directory is new.
+/// Whether this member starts a new cluster or joins one that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ClusterState {
-    /// A new cluster (the data directory may still hold a previous run's data).
+    /// A new cluster: an empty data directory counts as this member's state
+    /// (nothing written yet). A data directory that holds state is used as
+    /// it is, whichever is given.
     New,
-    /// Joining or restarting an existing cluster.
+    /// An existing cluster: on an empty data directory (a member whose disk
+    /// was replaced or lost, or one started after the others), the member
+    /// takes the cluster's state before it counts in a recovery, so that
+    /// its empty log cannot stand in for writes the cluster committed.
     Existing,
 }
 

@@ -298,3 +298,104 @@ fn acknowledged_writes_survive_crashes() {
         cluster.logs()
     );
 }
+
+/// A member's disk is replaced while the whole cluster is down, and it
+/// comes back on an empty data directory with
+/// `--initial-cluster-state existing`. The writes of interest were
+/// committed by it and one other member while the third was down: counted
+/// in a recovery, its empty log and the third member's stale one would be a
+/// majority of reports without a single copy of them, and the cluster would
+/// come back without them. It must wait, not serve, until the member that
+/// holds them is back; then every acknowledged write must be at every
+/// member, and the new member counts like the others from then on.
+#[test]
+fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
+    const KEYS: usize = 100;
+    let existing = || vec!["--initial-cluster-state".to_string(), "existing".into()];
+    let mut cluster = Cluster::start(3, &[]);
+    let eps = cluster.endpoints();
+    let r = common::rt().block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            cluster.wait_serving().await;
+            // m1 misses the writes: they are committed by m0 and m2.
+            cluster.kill(1);
+            let mut c = common::client(&[eps[0].clone(), eps[2].clone()]).await;
+            for k in 0..KEYS {
+                c.put(format!("disk/{k:03}"), format!("v{k}"), None)
+                    .await
+                    .map_err(|e| format!("put {k}: {e}"))?;
+            }
+            Ok::<_, String>(())
+        })
+        .await
+    });
+    common::finished(r, &cluster);
+
+    cluster.kill_all_at_once();
+    let dir = &cluster.members[2].data_dir;
+    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    cluster.member_extra = vec![vec![], vec![], existing()];
+    cluster.spawn(1);
+    cluster.spawn(2);
+    let r = common::rt().block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), async {
+            // A group of m1 and m2 forms within about two seconds here, and
+            // would serve soon after if m2's empty log counted.
+            for ep in &eps[1..] {
+                if common::serves(ep, Duration::from_secs(6)).await.is_ok() {
+                    return Err(format!(
+                        "{ep} serves while the only members that held the writes are down"
+                    ));
+                }
+            }
+            cluster.spawn(0);
+            cluster.wait_serving().await;
+            for ep in &eps {
+                let mut m = common::pinned(ep, OP_TIMEOUT)
+                    .await
+                    .ok_or_else(|| format!("cannot connect to {ep}"))?;
+                let got = m
+                    .get("disk/", Some(GetOptions::new().with_prefix()))
+                    .await
+                    .map_err(|e| format!("{ep}: get: {e}"))?;
+                let kvs: BTreeMap<String, String> = got
+                    .kvs()
+                    .iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(kv.key()).into_owned(),
+                            String::from_utf8_lossy(kv.value()).into_owned(),
+                        )
+                    })
+                    .collect();
+                for k in 0..KEYS {
+                    let key = format!("disk/{k:03}");
+                    if kvs.get(&key).map(String::as_str) != Some(format!("v{k}").as_str()) {
+                        return Err(format!("{ep}: {key} is {:?}", kvs.get(&key)));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    });
+    common::finished(r, &cluster);
+
+    // m2 now holds the cluster's state: with m0 down and the whole
+    // cluster restarted, m1 and m2 are a majority of reports and serve.
+    cluster.kill_all_at_once();
+    cluster.spawn(1);
+    cluster.spawn(2);
+    let r = common::rt().block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            common::all_serve(&eps[1..], Duration::from_secs(30)).await
+        })
+        .await
+    });
+    common::finished(r, &cluster);
+    let logs = cluster.full_logs();
+    assert!(
+        logs.contains("it takes the cluster's state before it counts in a recovery"),
+        "the replaced member did not say that it waits for a state"
+    );
+}

@@ -88,6 +88,14 @@
 //! the argument of Raft's election restriction, with the group's total order
 //! in place of votes. A joiner of a serving group takes the group's state
 //! and replaces its own log with it.
+//!
+//! That argument holds for members whose disks still hold what they marked
+//! durable. A member started with `--initial-cluster-state existing` on an
+//! empty data directory (a replaced disk) may have marked writes that its
+//! empty log no longer has, so it does not report until it has taken a
+//! state from its cluster (see [`HardState::awaiting_state`]): a majority of
+//! reports is then a majority of intact disks, and meets every write's
+//! majority of marks in a member that still holds it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -315,8 +323,10 @@ enum WriterCmd {
         index: u64,
         data: Vec<u8>,
     },
+    /// The hard state to save (after syncing what came before it).
     Promise {
         epoch: u64,
+        awaiting_state: bool,
     },
     /// A snapshot to encode and save: encoded here, on the writer's
     /// thread, so that the state machine goes on meanwhile.
@@ -365,10 +375,17 @@ fn writer(
                     }
                     r
                 }
-                WriterCmd::Promise { epoch } => {
-                    let r = store.sync().and_then(|()| {
-                        store.save_meta(&HardState { promised: epoch }.encode_to_vec())
-                    });
+                WriterCmd::Promise {
+                    epoch,
+                    awaiting_state,
+                } => {
+                    let hard = HardState {
+                        promised: epoch,
+                        awaiting_state,
+                    };
+                    let r = store
+                        .sync()
+                        .and_then(|()| store.save_meta(&hard.encode_to_vec()));
                     if r.is_ok() {
                         let _ = out.send(WriterReport::Promised { epoch });
                     }
@@ -415,6 +432,7 @@ pub struct Loaded {
     index: u64,
     last_epoch: u64,
     promised: u64,
+    awaiting_state: bool,
 }
 
 /// A store that cannot be used: the member refuses to start.
@@ -445,7 +463,7 @@ pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
         },
         ..StoreOptions::default()
     };
-    let (store, rec) = Store::open(&cfg.data_dir, opts)?;
+    let (mut store, rec) = Store::open(&cfg.data_dir, opts)?;
     let dir = cfg.data_dir.display().to_string();
     if let Some(cut) = &rec.tail_cut {
         warn!(file = %cut.file.display(), offset = cut.offset, bytes = cut.bytes_cut, reason = %cut.reason, "cut a torn log tail");
@@ -475,21 +493,33 @@ pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
         index = e.index;
         last_epoch = entry.epoch;
     }
-    let promised = match &rec.meta {
-        Some(m) => {
-            HardState::decode(m.as_slice())
-                .map_err(|e| decode_err("the hard state", e))?
-                .promised
-        }
-        None => 0,
+    let mut hard = match &rec.meta {
+        Some(m) => HardState::decode(m.as_slice()).map_err(|e| decode_err("the hard state", e))?,
+        None => HardState::default(),
     };
+    let blank = rec.snapshot.is_none() && rec.entries.is_empty() && rec.meta.is_none();
+    if cfg.existing && blank {
+        // Saved before anything else happens, so that a crash from here on
+        // still finds it: until a state from the cluster is on this disk,
+        // the member must not report its empty log in a recovery.
+        hard.awaiting_state = true;
+        store.save_meta(&hard.encode_to_vec())?;
+    }
+    let promised = hard.promised;
     info!(dir = %dir, index, last_epoch, promised, revision = machine.mvcc.revision(), "recovered the data directory");
+    if hard.awaiting_state {
+        info!(
+            "this member joins an existing cluster (--initial-cluster-state existing on an \
+             empty data directory): it takes the cluster's state before it counts in a recovery"
+        );
+    }
     Ok(Loaded {
         store,
         machine,
         index,
         last_epoch,
         promised,
+        awaiting_state: hard.awaiting_state,
     })
 }
 
@@ -535,6 +565,9 @@ pub struct Replica {
     index: u64,
     last_epoch: u64,
     promised: u64,
+    /// This member has no state from its cluster yet (see
+    /// [`HardState::awaiting_state`]) and does not report in recoveries.
+    awaiting_state: bool,
     /// Recovery round this member reported in.
     reported: Option<u64>,
     writer: std_mpsc::Sender<WriterCmd>,
@@ -636,6 +669,7 @@ impl Replica {
                 index: loaded.index,
                 last_epoch: loaded.last_epoch,
                 promised: loaded.promised,
+                awaiting_state: loaded.awaiting_state,
                 reported: None,
                 writer: wtx,
                 appends: Vec::new(),
@@ -689,6 +723,7 @@ impl Replica {
     fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::Detached => "detached",
+            Phase::Recovering { .. } if self.awaiting_state => "recovering, awaiting a state",
             Phase::Recovering { .. } => "recovering",
             Phase::Adopting { .. } => "adopting",
             Phase::Serving { .. } => "serving",
@@ -1049,6 +1084,9 @@ impl Replica {
         self.index = p.index;
         self.last_epoch = p.last_epoch;
         self.promised = self.promised.max(epoch);
+        // The state is on disk before the hard state that says so (the
+        // writer does them in order, and `reset` is synced).
+        self.awaiting_state = false;
         self.gen += 1;
         self.synced = 0;
         self.snapshot_index = p.index;
@@ -1059,6 +1097,7 @@ impl Replica {
         });
         let _ = self.writer.send(WriterCmd::Promise {
             epoch: self.promised,
+            awaiting_state: self.awaiting_state,
         });
         self.committed = 0;
         // What the adopted state adds becomes visible once it is durable on a
@@ -1084,6 +1123,14 @@ impl Replica {
             return;
         };
         if self.reported == Some(round) {
+            return;
+        }
+        if self.awaiting_state {
+            // Its empty log may lack what the cluster committed (a replaced
+            // disk): counting it could let a majority of reports miss every
+            // member that holds a committed write. It waits for the others
+            // and takes the state they choose.
+            debug!(round, "awaiting a state from the cluster: not reporting");
             return;
         }
         self.reported = Some(round);
@@ -1172,7 +1219,10 @@ impl Replica {
             return;
         }
         self.promised = epoch;
-        let _ = self.writer.send(WriterCmd::Promise { epoch });
+        let _ = self.writer.send(WriterCmd::Promise {
+            epoch,
+            awaiting_state: self.awaiting_state,
+        });
     }
 
     fn on_promised(&mut self, epoch: u64) {
@@ -2148,10 +2198,9 @@ mod tests {
     use super::*;
     use crate::config::Peer;
 
-    /// A member `m0` of a 3-member cluster, on a fresh data directory,
-    /// with one write applied (index 1) and epoch 4 promised.
-    fn member(dir: &std::path::Path) -> Replica {
-        let cfg = ServeConfig {
+    /// The configuration of member `m0` of a 3-member cluster.
+    fn config(dir: &std::path::Path, existing: bool) -> ServeConfig {
+        ServeConfig {
             name: "m0".into(),
             data_dir: dir.to_path_buf(),
             listen_client: "127.0.0.1:0".into(),
@@ -2164,7 +2213,7 @@ mod tests {
                     addr: format!("127.0.0.1:{}", 2 + i),
                 })
                 .collect(),
-            existing: false,
+            existing,
             fsync: false,
             suspect_timeout: Duration::from_millis(500),
             snapshot_entries: 100_000,
@@ -2173,7 +2222,29 @@ mod tests {
             peer_tls: None,
             insecure_plaintext: true,
             faults: troupe::FaultInjector::default(),
-        };
+        }
+    }
+
+    /// Loads `cfg`'s data directory, waiting for a dropped member's writer
+    /// thread to let go of it.
+    async fn load_when_free(cfg: &ServeConfig) -> Loaded {
+        let mut tries = 0;
+        loop {
+            match load(cfg) {
+                Ok(l) => return l,
+                Err(_) if tries < 200 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("load: {e}"),
+            }
+        }
+    }
+
+    /// A member `m0` of a 3-member cluster, on a fresh data directory,
+    /// with one write applied (index 1) and epoch 4 promised.
+    fn member(dir: &std::path::Path) -> Replica {
+        let cfg = config(dir, false);
         let loaded = load(&cfg).unwrap_or_else(|e| panic!("load: {e}"));
         let (mut r, _reports) = Replica::new(cfg, loaded);
         r.index = 1;
@@ -2250,5 +2321,63 @@ mod tests {
         r.on_state(&serving_with(9, Some(Bytes::from_static(b"\xff\xff\xff"))));
         assert!(left(&r));
         assert_eq!(r.index, 1, "its own state was replaced");
+    }
+
+    /// A recovering group's state, in round 1, with no reports yet.
+    fn recovering() -> Vec<u8> {
+        GroupState {
+            phase: 0,
+            round: 1,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[tokio::test]
+    async fn an_empty_member_of_an_existing_cluster_reports_only_once_it_has_the_clusters_state() {
+        // With `new`, an empty data directory is a state like any other: the
+        // member reports it.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cfg = config(dir.path(), false);
+        let (mut r, _reports) = Replica::new(cfg.clone(), load_when_free(&cfg).await);
+        r.on_state(&recovering());
+        assert_eq!(r.reported, Some(1), "a new member did not report");
+
+        // With `existing`, it does not, and that survives a restart, even
+        // one that (wrongly) says `new`.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cfg = config(dir.path(), true);
+        let (mut r, _reports) = Replica::new(cfg.clone(), load_when_free(&cfg).await);
+        r.on_state(&recovering());
+        assert_eq!(r.reported, None, "reported an empty log to a recovery");
+        assert_eq!(r.phase_name(), "recovering, awaiting a state");
+        drop((r, _reports));
+        let cfg = config(dir.path(), false);
+        let (mut r, mut reports) = Replica::new(cfg.clone(), load_when_free(&cfg).await);
+        r.on_state(&recovering());
+        assert_eq!(r.reported, None, "the restart forgot it awaits a state");
+
+        // Once it has joined a serving group and taken its state, it is a
+        // member like the others, after a restart too.
+        r.on_state(&serving(4, 7));
+        assert!(matches!(r.phase, Phase::Serving { epoch: 4 }));
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), reports.recv()).await {
+                Ok(Some(WriterReport::Promised { epoch: 4 })) => break,
+                Ok(Some(WriterReport::Failed(e))) => panic!("writer: {e}"),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => panic!("the hard state was not saved"),
+            }
+        }
+        drop((r, reports));
+        let loaded = load_when_free(&cfg).await;
+        assert!(
+            !loaded.awaiting_state,
+            "still awaiting after taking a state"
+        );
+        assert_eq!((loaded.index, loaded.promised), (7, 4));
+        let (mut r, _reports) = Replica::new(cfg, loaded);
+        r.on_state(&recovering());
+        assert_eq!(r.reported, Some(1));
     }
 }

@@ -209,12 +209,20 @@ pub struct Persisted {
     pub machine: Bytes,
 }
 
-/// What survives a restart besides the log: the highest epoch promised.
+/// What survives a restart besides the log: the highest epoch promised, and
+/// whether this member still waits for a state from its cluster.
 #[derive(Clone, PartialEq, Message)]
 pub struct HardState {
     /// See [`Report::promised`].
     #[prost(uint64, tag = "1")]
     pub promised: u64,
+    /// The member started on an empty data directory with
+    /// `--initial-cluster-state existing` and has not yet taken a state from
+    /// its cluster: its empty log says nothing about what the cluster
+    /// committed (its disk may have been replaced), so it does not report in
+    /// a recovery. Cleared once a state from the cluster is on its disk.
+    #[prost(bool, tag = "2")]
+    pub awaiting_state: bool,
 }
 
 /// The group's replicated state, as a joiner receives it.

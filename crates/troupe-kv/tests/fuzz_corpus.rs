@@ -234,7 +234,11 @@ fn seeds_wire() -> Vec<(String, Vec<u8>)> {
         ),
         (
             "hard-state".into(),
-            HardState { promised: 4 }.encode_to_vec(),
+            HardState {
+                promised: 4,
+                awaiting_state: true,
+            }
+            .encode_to_vec(),
         ),
         (
             "group-state".into(),
