@@ -83,6 +83,14 @@ pub struct ServeArgs {
     /// mutant that the linearizability checker must catch).
     #[arg(long, hide = true)]
     mutant_stale_reads: bool,
+    /// Disaster recovery, when a majority of the members lost their disks:
+    /// this member's state becomes the cluster's at the next recovery
+    /// without a majority of reports, and writes that only the lost disks
+    /// held are gone. Start the others on empty data directories with
+    /// `--initial-cluster-state existing`, and restart this member without
+    /// the flag once the cluster serves.
+    #[arg(long)]
+    force_new_cluster: bool,
     /// This member's certificate for client TLS, PEM (etcd's flag). With
     /// --key-file, clients must speak TLS and the client URLs are https.
     #[arg(long, requires = "key_file")]
@@ -198,6 +206,7 @@ fn config(a: &ServeArgs) -> Result<ServeConfig> {
         suspect_timeout: Duration::from_millis(a.suspect_timeout_ms.max(10)),
         snapshot_entries: a.snapshot_count,
         mutant_stale_reads: a.mutant_stale_reads,
+        force_new_cluster: a.force_new_cluster,
         client_tls,
         peer_tls,
         insecure_plaintext: a.insecure_plaintext,

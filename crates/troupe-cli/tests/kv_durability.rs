@@ -308,9 +308,42 @@ fn acknowledged_writes_survive_crashes() {
 /// come back without them. It must wait, not serve, until the member that
 /// holds them is back; then every acknowledged write must be at every
 /// member, and the new member counts like the others from then on.
+/// The keys the replaced-disk test writes.
+const DISK_KEYS: usize = 100;
+
+/// Whether every one of the replaced-disk test's keys is at every member of
+/// `eps`, with its value (a linearizable read through each).
+async fn disk_keys_at(eps: &[String]) -> Result<(), String> {
+    for ep in eps {
+        let mut m = common::pinned(ep, OP_TIMEOUT)
+            .await
+            .ok_or_else(|| format!("cannot connect to {ep}"))?;
+        let got = m
+            .get("disk/", Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| format!("{ep}: get: {e}"))?;
+        let kvs: BTreeMap<String, String> = got
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect();
+        for k in 0..DISK_KEYS {
+            let key = format!("disk/{k:03}");
+            if kvs.get(&key).map(String::as_str) != Some(format!("v{k}").as_str()) {
+                return Err(format!("{ep}: {key} is {:?}", kvs.get(&key)));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
-    const KEYS: usize = 100;
     let existing = || vec!["--initial-cluster-state".to_string(), "existing".into()];
     let mut cluster = Cluster::start(3, &[]);
     let eps = cluster.endpoints();
@@ -320,7 +353,7 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
             // m1 misses the writes: they are committed by m0 and m2.
             cluster.kill(1);
             let mut c = common::client(&[eps[0].clone(), eps[2].clone()]).await;
-            for k in 0..KEYS {
+            for k in 0..DISK_KEYS {
                 c.put(format!("disk/{k:03}"), format!("v{k}"), None)
                     .await
                     .map_err(|e| format!("put {k}: {e}"))?;
@@ -350,32 +383,7 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
             }
             cluster.spawn(0);
             cluster.wait_serving().await;
-            for ep in &eps {
-                let mut m = common::pinned(ep, OP_TIMEOUT)
-                    .await
-                    .ok_or_else(|| format!("cannot connect to {ep}"))?;
-                let got = m
-                    .get("disk/", Some(GetOptions::new().with_prefix()))
-                    .await
-                    .map_err(|e| format!("{ep}: get: {e}"))?;
-                let kvs: BTreeMap<String, String> = got
-                    .kvs()
-                    .iter()
-                    .map(|kv| {
-                        (
-                            String::from_utf8_lossy(kv.key()).into_owned(),
-                            String::from_utf8_lossy(kv.value()).into_owned(),
-                        )
-                    })
-                    .collect();
-                for k in 0..KEYS {
-                    let key = format!("disk/{k:03}");
-                    if kvs.get(&key).map(String::as_str) != Some(format!("v{k}").as_str()) {
-                        return Err(format!("{ep}: {key} is {:?}", kvs.get(&key)));
-                    }
-                }
-            }
-            Ok(())
+            disk_keys_at(&eps).await
         })
         .await
     });
@@ -393,9 +401,42 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
         .await
     });
     common::finished(r, &cluster);
+
+    // Two disks of three lost at once: m0 alone is no majority of reports,
+    // and the cluster does not come back by itself. The operator forces it
+    // from m0's state.
+    cluster.kill_all_at_once();
+    for i in [1, 2] {
+        let dir = &cluster.members[i].data_dir;
+        std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+    cluster.member_extra = vec![vec![], existing(), existing()];
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let r = common::rt().block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), async {
+            for ep in &eps {
+                if common::serves(ep, Duration::from_secs(4)).await.is_ok() {
+                    return Err(format!("{ep} serves with a majority of the disks lost"));
+                }
+            }
+            cluster.kill(0);
+            cluster.member_extra[0] = vec!["--force-new-cluster".into()];
+            cluster.spawn(0);
+            cluster.wait_serving().await;
+            disk_keys_at(&eps).await
+        })
+        .await
+    });
+    common::finished(r, &cluster);
     let logs = cluster.full_logs();
     assert!(
         logs.contains("it takes the cluster's state before it counts in a recovery"),
         "the replaced member did not say that it waits for a state"
+    );
+    assert!(
+        logs.contains("recovery forced (--force-new-cluster)"),
+        "the forced recovery was not logged"
     );
 }

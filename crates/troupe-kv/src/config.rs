@@ -65,6 +65,9 @@ pub struct ServeConfig {
     /// For tests of the checker: serve linearizable reads from local state
     /// without a barrier (a stale-read mutant). Never set in production.
     pub mutant_stale_reads: bool,
+    /// Disaster recovery (`--force-new-cluster`): this member's state
+    /// becomes the cluster's at the next recovery, without a majority.
+    pub force_new_cluster: bool,
     /// TLS for client traffic; `None` serves clients in plaintext.
     pub client_tls: Option<ClientTls>,
     /// Member-to-member TLS (`--peer-cert-file`, `--peer-key-file`,

@@ -507,6 +507,12 @@ pub fn load(cfg: &ServeConfig) -> Result<Loaded, LoadError> {
     }
     let promised = hard.promised;
     info!(dir = %dir, index, last_epoch, promised, revision = machine.mvcc.revision(), "recovered the data directory");
+    if cfg.force_new_cluster {
+        warn!(
+            "--force-new-cluster: this member's state becomes the cluster's at the next \
+             recovery without a majority; restart it without the flag once the cluster serves"
+        );
+    }
     if hard.awaiting_state {
         info!(
             "this member joins an existing cluster (--initial-cluster-state existing on an \
@@ -1142,6 +1148,7 @@ impl Replica {
                 promised: self.promised,
                 last_epoch: self.last_epoch,
                 index: self.index,
+                force: self.cfg.force_new_cluster,
             }),
         );
     }
@@ -1160,7 +1167,10 @@ impl Replica {
             return;
         }
         reports.insert(r.name.clone(), r);
-        if reports.len() < majority {
+        // The first forced report decides (all members see the reports in
+        // one order).
+        let forced = reports.values().find(|r| r.force).map(|r| r.name.clone());
+        if reports.len() < majority && forced.is_none() {
             return;
         }
         let epoch = reports
@@ -1171,19 +1181,29 @@ impl Replica {
             .max(*min_epoch)
             + 1;
         // Highest (last epoch, index); the lowest name breaks ties.
-        let Some(winner) = reports
-            .values()
-            .max_by(|a, b| {
-                (a.last_epoch, a.index)
-                    .cmp(&(b.last_epoch, b.index))
-                    .then_with(|| b.name.cmp(&a.name))
-            })
-            .map(|r| r.name.clone())
-        else {
+        let Some(winner) = forced.clone().or_else(|| {
+            reports
+                .values()
+                .max_by(|a, b| {
+                    (a.last_epoch, a.index)
+                        .cmp(&(b.last_epoch, b.index))
+                        .then_with(|| b.name.cmp(&a.name))
+                })
+                .map(|r| r.name.clone())
+        }) else {
             return;
         };
         let round = *round;
-        info!(epoch, winner = %winner, "recovery: reports from a majority; adopting");
+        if forced.is_some() {
+            warn!(
+                epoch,
+                winner = %winner,
+                "recovery forced (--force-new-cluster): the winner's state becomes the cluster's \
+                 without a majority; writes that only other members held are lost"
+            );
+        } else {
+            info!(epoch, winner = %winner, "recovery: reports from a majority; adopting");
+        }
         self.phase = Phase::Adopting {
             round,
             epoch,
@@ -2218,6 +2238,7 @@ mod tests {
             suspect_timeout: Duration::from_millis(500),
             snapshot_entries: 100_000,
             mutant_stale_reads: false,
+            force_new_cluster: false,
             client_tls: None,
             peer_tls: None,
             insecure_plaintext: true,
@@ -2379,5 +2400,41 @@ mod tests {
         let (mut r, _reports) = Replica::new(cfg, loaded);
         r.on_state(&recovering());
         assert_eq!(r.reported, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_forced_report_decides_a_recovery_alone_and_picks_its_member() {
+        let report = |name: &str, index: u64, force: bool| Report {
+            round: 1,
+            name: name.into(),
+            promised: 1,
+            last_epoch: 1,
+            index,
+            force,
+        };
+        let winner = |r: &Replica| match &r.phase {
+            Phase::Adopting { winner, .. } => Some(winner.clone()),
+            _ => None,
+        };
+        // One report of three is no majority...
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(&recovering());
+        r.on_report(report("m1", 9, false));
+        assert_eq!(winner(&r), None, "decided on one report of three");
+        // ...unless it is forced.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(&recovering());
+        r.on_report(report("m1", 3, true));
+        assert_eq!(winner(&r).as_deref(), Some("m1"));
+        // The forced member wins against a longer log too.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = member(dir.path());
+        r.on_state(&recovering());
+        r.on_report(report("m2", 9, false));
+        assert_eq!(winner(&r), None);
+        r.on_report(report("m1", 3, true));
+        assert_eq!(winner(&r).as_deref(), Some("m1"));
     }
 }

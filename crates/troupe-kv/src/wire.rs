@@ -140,6 +140,11 @@ pub struct Report {
     /// The index of the last entry it holds.
     #[prost(uint64, tag = "5")]
     pub index: u64,
+    /// The member was started with `--force-new-cluster`: its state is
+    /// chosen at once, without a majority of reports. (Serving still takes
+    /// a majority of promises, and committing a majority of marks.)
+    #[prost(bool, tag = "6")]
+    pub force: bool,
 }
 
 /// See [`Msg::Accept`].

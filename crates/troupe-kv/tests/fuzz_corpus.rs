@@ -189,6 +189,7 @@ fn seeds_wire() -> Vec<(String, Vec<u8>)> {
                 promised: 2,
                 last_epoch: 1,
                 index: 40,
+                force: true,
             })),
         ),
         (
