@@ -439,4 +439,8 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
         logs.contains("recovery forced (--force-new-cluster)"),
         "the forced recovery was not logged"
     );
+    assert!(
+        logs.contains("recovery waits for reports from a majority of the cluster"),
+        "a recovery that could not finish did not say why"
+    );
 }

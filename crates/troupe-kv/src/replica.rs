@@ -138,6 +138,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// a rank-based stagger) is abandoned and the member forms or joins another.
 const ALONE_MAX: Duration = Duration::from_secs(4);
 
+/// How long a recovery waits for reports before saying why, and again
+/// every so often while it still waits.
+const RECOVERY_QUIET: Duration = Duration::from_secs(10);
+
 /// Unavailable, as etcd says it, so that clients move to another endpoint.
 pub fn unavailable() -> Status {
     Status::unavailable("etcdserver: no leader")
@@ -599,6 +603,8 @@ pub struct Replica {
     /// (member, protocol) pairs already warned about.
     protocol_warned: BTreeSet<(String, u32)>,
     alone_since: Option<Instant>,
+    /// When the recovery in progress last said why it waits.
+    recovery_said: Option<Instant>,
     origin: u64,
     next_req: u64,
     // Serving.
@@ -693,6 +699,7 @@ impl Replica {
                 client_urls,
                 protocol_warned: BTreeSet::new(),
                 alone_since: None,
+                recovery_said: None,
                 origin: random_u64(),
                 next_req: 1,
                 durable: BTreeMap::new(),
@@ -1717,6 +1724,7 @@ impl Replica {
                 return false;
             }
         }
+        self.say_why_recovery_waits(now);
         // Lease expiry, by the keeper (the coordinator).
         if self.leader && self.epoch().is_some() {
             let expired: Vec<i64> = self
@@ -1737,6 +1745,30 @@ impl Replica {
             }
         }
         true
+    }
+
+    /// A recovery that cannot finish says so now and then, with who has
+    /// reported: the operator's clue when a majority of the disks is lost.
+    fn say_why_recovery_waits(&mut self, now: Instant) {
+        let Phase::Recovering { reports, .. } = &self.phase else {
+            self.recovery_said = None;
+            return;
+        };
+        let since = *self.recovery_said.get_or_insert(now);
+        if now.duration_since(since) < RECOVERY_QUIET {
+            return;
+        }
+        self.recovery_said = Some(now);
+        let reported: Vec<&String> = reports.keys().collect();
+        warn!(
+            ?reported,
+            needed = self.cfg.majority(),
+            in_view = ?self.view_names,
+            awaiting_state = self.awaiting_state,
+            "recovery waits for reports from a majority of the cluster; a member on an empty \
+             data directory with --initial-cluster-state existing does not report (if a \
+             majority of the disks is lost, see --force-new-cluster)"
+        );
     }
 
     // ----- requests -----
