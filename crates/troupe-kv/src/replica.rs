@@ -1174,8 +1174,8 @@ impl Replica {
             return;
         }
         reports.insert(r.name.clone(), r);
-        // The first forced report decides (all members see the reports in
-        // one order).
+        // A forced report decides at once, and its member wins (the
+        // lowest-named if several: every member holds the same reports).
         let forced = reports.values().find(|r| r.force).map(|r| r.name.clone());
         if reports.len() < majority && forced.is_none() {
             return;
