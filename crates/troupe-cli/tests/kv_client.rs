@@ -144,6 +144,14 @@ fn etcd_client_crate_works_unchanged() {
             let want = eps.get(i).map(|ep| vec![format!("http://{ep}")]);
             assert_eq!(Some(m.client_urls().to_vec()), want, "client URLs of {}", m.name());
         }
+        // Membership is static: a change is refused, saying so.
+        match c.member_add(["http://127.0.0.1:1"], None).await {
+            Err(etcd_client::Error::GRpcStatus(s)) => {
+                assert_eq!(s.code(), tonic::Code::Unimplemented);
+                assert!(s.message().contains("membership is static"), "{}", s.message());
+            }
+            other => panic!("member add: {other:?}"),
+        }
         let st = c.status().await?;
         assert!(st.raft_index() > 0 && st.leader() != 0);
         let now = c.get("b", None).await?.header().map(|h| h.revision()).unwrap_or(0);

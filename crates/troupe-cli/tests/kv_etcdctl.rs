@@ -266,6 +266,19 @@ fn run_all(ctl: &Ctl) {
 
     // member list, endpoint status and health, compaction.
     assert_eq!(ctl.ok(&["member", "list"]).lines().count(), 3);
+    // Membership is static: a change is refused with a message that says
+    // so (not the generic "unknown method" of a service without it).
+    for args in [
+        &["member", "add", "m9", "--peer-urls=http://127.0.0.1:1"][..],
+        &["member", "remove", "1"][..],
+    ] {
+        let out = ctl.run(args, None);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("membership is static"),
+            "etcdctl {args:?}: {text}"
+        );
+    }
     // Every member's client URLs are known to each, so that a client given
     // one endpoint finds the rest (`--cluster` asks `member list` for them
     // and dials each `http://` URL with that URL as the HTTP/2 :authority,

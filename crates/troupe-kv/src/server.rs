@@ -490,8 +490,45 @@ impl pb::lease_server::Lease for Server {
     }
 }
 
+/// What `member add`, `remove`, `update` and `promote` answer.
+fn membership_is_static() -> Status {
+    Status::unimplemented(
+        "troupe: the cluster's membership is static (--initial-cluster); member add, remove, \
+         update and promote are not served. To replace a member's disk, restart it on an empty \
+         data directory with --initial-cluster-state existing",
+    )
+}
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for Server {
+    async fn member_add(
+        &self,
+        _req: GrpcRequest<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(membership_is_static())
+    }
+
+    async fn member_remove(
+        &self,
+        _req: GrpcRequest<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(membership_is_static())
+    }
+
+    async fn member_update(
+        &self,
+        _req: GrpcRequest<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(membership_is_static())
+    }
+
+    async fn member_promote(
+        &self,
+        _req: GrpcRequest<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(membership_is_static())
+    }
+
     async fn member_list(
         &self,
         _req: GrpcRequest<pb::MemberListRequest>,
