@@ -386,6 +386,26 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
                     ));
                 }
             }
+            // `troupe status` tells the operator why m2 waits.
+            let row = common::eventually(Duration::from_secs(15), "m2 awaiting a state", || {
+                let ep = eps[2].clone();
+                async move {
+                    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+                        .args(["status", "--json", "--endpoints", &ep])
+                        .output()
+                        .ok()?;
+                    let row: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    (row["phase"] == "recovering, awaiting a state").then_some(row)
+                }
+            })
+            .await;
+            if !row["errors"]
+                .to_string()
+                .contains("--initial-cluster-state existing")
+            {
+                return Err(format!("m2's status does not say why it waits: {row}"));
+            }
             cluster.spawn(0);
             cluster.wait_serving().await;
             disk_keys_at(&eps).await
