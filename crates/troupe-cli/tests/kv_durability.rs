@@ -3,7 +3,10 @@
 //! at once and restarted on the same data directories; every put that was
 //! acknowledged before the crash must be there afterwards, with its value.
 //! One round kills and restarts a single member instead, while the writers
-//! go on, and the restarted member must catch up.
+//! go on, and the restarted member must catch up. A second test replaces
+//! members' disks (empty data directories with
+//! `--initial-cluster-state existing`) and forces a cluster back from one
+//! member with `--force-new-cluster`.
 
 mod common;
 
