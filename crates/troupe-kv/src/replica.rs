@@ -178,6 +178,8 @@ pub struct StatusInfo {
     pub view: Vec<String>,
     /// Recovering, adopting or serving.
     pub phase: &'static str,
+    /// What the member waits for before it serves; `None` when serving.
+    pub waiting_for: Option<&'static str>,
     /// The epoch (etcd's raft term).
     pub epoch: u64,
     /// Index of the last applied entry.
@@ -740,6 +742,23 @@ impl Replica {
             Phase::Recovering { .. } => "recovering",
             Phase::Adopting { .. } => "adopting",
             Phase::Serving { .. } => "serving",
+        }
+    }
+
+    /// What the member waits for before it serves, in the phase
+    /// [`Replica::phase_name`] names.
+    fn waiting_for(&self) -> Option<&'static str> {
+        match self.phase {
+            Phase::Detached => Some("no majority of the cluster in its group"),
+            Phase::Recovering { .. } if self.awaiting_state => Some(
+                "it takes the cluster's state before it counts (--initial-cluster-state \
+                 existing on an empty data directory)",
+            ),
+            Phase::Recovering { .. } => Some("waiting for reports from a majority of the cluster"),
+            Phase::Adopting { .. } => {
+                Some("waiting for the chosen state and a majority of promises")
+            }
+            Phase::Serving { .. } => None,
         }
     }
 
@@ -1908,6 +1927,7 @@ impl Replica {
                     leader,
                     view: self.view_names.clone(),
                     phase: self.phase_name(),
+                    waiting_for: self.waiting_for(),
                     epoch: self.epoch().unwrap_or(0),
                     applied: self.index,
                     committed: self.committed,

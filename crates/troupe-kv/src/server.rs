@@ -635,16 +635,7 @@ impl pb::maintenance_server::Maintenance for Server {
         let s = self.status_info().await?;
         let db = i64::try_from(s.sizes.wal_bytes + s.sizes.snapshot_bytes).unwrap_or(i64::MAX);
         let mut errors = Vec::new();
-        if s.phase != "serving" {
-            let why = match s.phase {
-                "recovering" => "waiting for reports from a majority of the cluster",
-                "recovering, awaiting a state" => {
-                    "it takes the cluster's state before it counts (--initial-cluster-state \
-                     existing on an empty data directory)"
-                }
-                "adopting" => "waiting for the chosen state and a majority of promises",
-                _ => "no majority of the cluster in its group",
-            };
+        if let Some(why) = s.waiting_for {
             errors.push(format!("troupe: member is {} ({why})", s.phase));
         }
         Ok(Response::new(pb::StatusResponse {
