@@ -166,16 +166,8 @@ fn etcd_client_crate_works_unchanged() {
     common::finished(r, &cluster);
 
     // `troupe status`: every member serving in one view, with its log and snapshot.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args(["status", "--json", "--endpoints", &eps.join(",")])
-        .output()
-        .unwrap_or_else(|e| panic!("troupe status: {e}"));
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rows: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_default())
-        .collect();
+    let rows = common::status_rows(&eps.join(",")).unwrap_or_else(|e| panic!("{e}"));
+    let text = serde_json::Value::from(rows.clone());
     assert_eq!(rows.len(), 3, "{text}");
     for r in &rows {
         assert_eq!(r["phase"], "serving", "{text}");

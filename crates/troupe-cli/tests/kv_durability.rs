@@ -393,12 +393,7 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
             let row = common::eventually(Duration::from_secs(15), "m2 awaiting a state", || {
                 let ep = eps[2].clone();
                 async move {
-                    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
-                        .args(["status", "--json", "--endpoints", &ep])
-                        .output()
-                        .ok()?;
-                    let row: serde_json::Value =
-                        serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    let row = common::status_rows(&ep).ok()?.into_iter().next()?;
                     (row["phase"] == "recovering, awaiting a state").then_some(row)
                 }
             })

@@ -380,17 +380,7 @@ fn run_all(ctl: &Ctl) {
     assert_ne!(before, after, "a write changes the hash");
     assert_eq!(agreed(before_rev), before, "the past hashes as it did");
     // defrag: each member saves a snapshot now and cuts its log below it.
-    let status = || -> Vec<serde_json::Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_troupe"))
-            .args(["status", "--json", "--endpoints", &ctl.endpoints])
-            .output()
-            .unwrap_or_else(|e| panic!("troupe status: {e}"));
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_default())
-            .collect()
-    };
+    let status = || common::status_rows(&ctl.endpoints).unwrap_or_else(|e| panic!("{e}"));
     let before = status();
     assert_eq!(before.len(), 3, "{before:?}");
     let out = one.ok(&["defrag", "--cluster"]);

@@ -256,6 +256,22 @@ pub fn write_atomically(path: &std::path::Path, text: &str) {
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
+/// `troupe status --json` of `endpoints` (comma-separated): one row per
+/// endpoint; an error if it cannot run or fails.
+pub fn status_rows(endpoints: &str) -> Result<Vec<serde_json::Value>, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["status", "--json", "--endpoints", endpoints])
+        .output()
+        .map_err(|e| format!("troupe status: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("troupe status: {out:?}"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_default())
+        .collect())
+}
+
 /// Polls `f` until it returns Some, or panics after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
