@@ -336,6 +336,12 @@ async fn disk_keys_at(eps: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Member `i`'s disk replaced: its data directory gone (it is down).
+fn replace_disk(cluster: &Cluster, i: usize) {
+    let dir = &cluster.members[i].data_dir;
+    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+}
+
 /// Replaced disks, as an operator replaces them: the member comes back on
 /// an empty data directory with `--initial-cluster-state existing`.
 ///
@@ -373,8 +379,7 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
     common::finished(r, &cluster);
 
     cluster.kill_all_at_once();
-    let dir = &cluster.members[2].data_dir;
-    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    replace_disk(&cluster, 2);
     cluster.member_extra = vec![vec![], vec![], existing()];
     cluster.spawn(1);
     cluster.spawn(2);
@@ -429,10 +434,8 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
     // and the cluster does not come back by itself. The operator forces it
     // from m0's state.
     cluster.kill_all_at_once();
-    for i in [1, 2] {
-        let dir = &cluster.members[i].data_dir;
-        std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    }
+    replace_disk(&cluster, 1);
+    replace_disk(&cluster, 2);
     cluster.member_extra = vec![vec![], existing(), existing()];
     for i in 0..3 {
         cluster.spawn(i);
@@ -457,8 +460,7 @@ fn a_member_on_a_replaced_disk_waits_for_a_member_that_holds_the_writes() {
     // The common case: a disk replaced while the others serve. The member
     // joins the serving group and takes its state.
     cluster.kill(1);
-    let dir = &cluster.members[1].data_dir;
-    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    replace_disk(&cluster, 1);
     cluster.member_extra = vec![vec![], existing(), existing()];
     cluster.spawn(1);
     let r = common::rt().block_on(async {
